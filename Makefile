@@ -1,0 +1,34 @@
+# The two commands: `make run` and `make test`. Both set up .venv and the demo data first.
+PYTHON ?= python3
+VENV   ?= .venv
+DATA   ?= data
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+PY      = $(VENV)/bin/python
+STAMP   = $(VENV)/.installed
+
+.PHONY: run test demo setup bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]' -e 'clients/python[all]'
+	touch $(STAMP)
+
+# Builds only the demo datasets that are missing or incomplete.
+demo: $(STAMP)
+	$(PY) -m labservice demo build --data $(DATA)
+
+run: demo
+	$(PY) -m labservice serve --host $(HOST) --port $(PORT) --data $(DATA)
+
+test: demo
+	LABSERVICE_DEMO_DATA=$(abspath $(DATA)) $(PY) -m pytest
+
+bench: demo
+	for b in benchmarks/*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,3 @@
+from labservice.cli import main
+
+main()
