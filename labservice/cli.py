@@ -42,6 +42,21 @@ def ingest(
     typer.echo(f"ingested {url}")
 
 
+@app.command("ingest-nbody")
+def ingest_nbody_command(
+    snapshots: Annotated[list[str], typer.Argument(help="Gadget or SWIFT HDF5 snapshot files or globs.")],
+    dest: Annotated[Path, typer.Option("--dest", help="Folder of the new cosmology dataset.")],
+    sim_id: Annotated[str | None, typer.Option("--id", help="Dataset id (default: the folder name).")] = None,
+    density_grid: Annotated[int, typer.Option(help="Cells per side of the density field.")] = 64,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
+) -> None:
+    """Ingest N-body snapshots: Morton-ordered particles, FOF halos, merger trees, density field."""
+    from labservice.datasets.gadget import ingest_nbody
+
+    url = ingest_nbody(snapshots, dest, sim_id=sim_id, density_grid=density_grid, overwrite=overwrite)
+    typer.echo(f"ingested {url}")
+
+
 @demo_app.command("build")
 def demo_build(
     data: DataDir = Path("data"),
@@ -54,6 +69,76 @@ def demo_build(
 
     for line in build_demos(data, size=size, only=only, force=force):
         typer.echo(line)
+
+
+def _token_store(token_db: Path | None):
+    from labservice.settings import Settings
+    from labservice.tokens import TokenStore
+
+    path = token_db or Settings().token_db_path()
+    if path is None:
+        raise typer.BadParameter("give --token-db, or set LABSERVICE_TOKEN_DB or LABSERVICE_DATA_DIR")
+    return TokenStore(path)
+
+
+TokenDb = Annotated[
+    Path | None, typer.Option("--token-db", help="SQLite token file (default: LABSERVICE_TOKEN_DB or <data>/tokens.sqlite).")
+]
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who the token is for.")],
+    points_per_request: Annotated[int, typer.Option(help="Points x times per request.")] = 100_000,
+    max_cutout_mb: Annotated[float, typer.Option(help="Largest synchronous cutout, MiB.")] = 1024.0,
+    requests_per_minute: Annotated[int, typer.Option(help="Requests per minute.")] = 6000,
+    max_concurrent: Annotated[int, typer.Option(help="Requests in flight at once.")] = 16,
+    jobs: Annotated[bool, typer.Option(help="May submit batch jobs.")] = True,
+    max_running_jobs: Annotated[int, typer.Option(help="Jobs running at once.")] = 4,
+    scratch_gb: Annotated[float, typer.Option(help="Scratch space for job outputs, GiB.")] = 100.0,
+    max_job_gb: Annotated[float, typer.Option(help="Largest job output, GiB.")] = 16.0,
+    token_db: TokenDb = None,
+) -> None:
+    """Issue a token and print it once (only its hash is stored)."""
+    from labservice.limits import Limits
+
+    limits = Limits(
+        points_per_request=points_per_request,
+        max_cutout_bytes=int(max_cutout_mb * 2**20),
+        requests_per_minute=requests_per_minute,
+        max_concurrent=max_concurrent,
+        jobs_allowed=jobs,
+        max_running_jobs=max_running_jobs if jobs else 0,
+        scratch_bytes=int(scratch_gb * 2**30),
+        max_job_bytes=int(max_job_gb * 2**30),
+    )
+    record, token = _token_store(token_db).create(name, limits)
+    typer.echo(f"token for {record.name} (id {record.id}); shown once, keep it safe:")
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(token_db: TokenDb = None) -> None:
+    """List tokens: id, name, creation date, state and limits (never the secrets)."""
+    import datetime
+
+    for r in _token_store(token_db).list():
+        when = datetime.datetime.fromtimestamp(r.created, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+        state = "revoked" if r.revoked else "active"
+        lim = r.limits
+        typer.echo(
+            f"{r.id}  {r.name:<20} {when}  {state:<7}  points/request={lim.points_per_request} "
+            f"cutout={lim.max_cutout_bytes / 2**20:.0f}MiB rpm={lim.requests_per_minute} "
+            f"concurrent={lim.max_concurrent} jobs={'yes' if lim.jobs_allowed else 'no'}"
+        )
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(help="The token id from `token list`.")],
+                 token_db: TokenDb = None) -> None:
+    """Revoke a token."""
+    _token_store(token_db).revoke(token_id)
+    typer.echo(f"revoked {token_id}")
 
 
 def main() -> None:

@@ -1,0 +1,115 @@
+"""Read-only SQL over a cosmology dataset's catalogs and trees, in a locked-down DuckDB (Millennium style).
+
+The tables are loaded into an in-memory database first; then the connection is locked: no file, network or
+extension access (``enable_external_access=false``, no extension auto-install/auto-load), a memory limit and
+``lock_configuration=true`` so no query can undo any of it. On top, only single SELECT statements are accepted,
+results are capped at ``max_rows`` and a timer thread interrupts queries that run past ``timeout``.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from labservice.errors import InvalidInput, LimitExceeded
+
+TREE_VIEW_COLUMNS = (
+    "id", "snap", "mass", "descendantId", "firstProgenitorId", "nextProgenitorId", "lastProgenitorId", "mainLeafId",
+    "treeRootId",
+)
+
+
+class SqlResult:
+    """A query's rows as a DataFrame, and whether the row cap cut them."""
+
+    def __init__(self, frame: pd.DataFrame, truncated: bool) -> None:
+        self.frame = frame
+        self.truncated = truncated
+
+
+class SqlEngine:
+    """A locked DuckDB over ``halos`` (every halo, catalog + tree columns), ``trees`` and ``snapshots``.
+
+    Parameters
+    ----------
+    halos_parquet : path
+        The dataset's ``halos.parquet``.
+    snapshots : DataFrame, optional
+        Rows of snap, a, redshift, n_halos.
+    max_rows, timeout, memory_limit : limits of every query.
+    """
+
+    def __init__(
+        self,
+        halos_parquet: str | Path,
+        snapshots: pd.DataFrame | None = None,
+        max_rows: int = 100_000,
+        timeout: float = 10.0,
+        memory_limit: str = "256MB",
+    ) -> None:
+        self.max_rows, self.timeout = max_rows, timeout
+        con = duckdb.connect(":memory:", config={"threads": 1})
+        con.execute("CREATE TABLE halos AS SELECT * FROM read_parquet(?)", [str(halos_parquet)])
+        columns = ", ".join('"' + c + '"' for c in TREE_VIEW_COLUMNS)
+        con.execute(f"CREATE VIEW trees AS SELECT {columns} FROM halos")
+        if snapshots is not None:
+            con.register("_snapshots_frame", snapshots)
+            con.execute("CREATE TABLE snapshots AS SELECT * FROM _snapshots_frame")
+            con.unregister("_snapshots_frame")
+        for setting in (
+            "SET enable_external_access = false",
+            "SET autoinstall_known_extensions = false",
+            "SET autoload_known_extensions = false",
+            "SET allow_community_extensions = false",
+            f"SET memory_limit = '{memory_limit}'",
+            "SET max_temp_directory_size = '0B'",
+            "SET lock_configuration = true",
+        ):
+            con.execute(setting)
+        self._con = con
+        self._lock = threading.Lock()
+
+    def tables(self) -> list[str]:
+        return ["halos", "snapshots", "trees"]
+
+    def query(self, sql: str) -> SqlResult:
+        """Run one read-only SELECT; raises InvalidInput for anything else or any SQL error."""
+        try:
+            statements = self._con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise InvalidInput(f"SQL does not parse: {exc}") from None
+        if len(statements) != 1:
+            raise InvalidInput(f"send exactly one SQL statement; got {len(statements)}")
+        kind = statements[0].type
+        if kind != duckdb.StatementType.SELECT:
+            raise InvalidInput(f"only SELECT queries are allowed (tables: halos, trees, snapshots); got {kind.name}")
+        with self._lock:  # one DuckDB connection: queries take turns
+            timer = threading.Timer(self.timeout, self._con.interrupt)
+            timer.start()
+            try:
+                cur = self._con.execute(sql)
+                names = [d[0] for d in cur.description]
+                rows = cur.fetchmany(self.max_rows + 1)
+            except duckdb.InterruptException:
+                raise LimitExceeded(
+                    f"the query ran longer than {self.timeout:g} s; add filters or a LIMIT, or submit it as a job"
+                ) from None
+            except duckdb.OutOfMemoryException as exc:
+                raise LimitExceeded(f"the query needs more memory than allowed: {exc}") from None
+            except duckdb.Error as exc:
+                raise InvalidInput(f"SQL error: {exc}") from None
+            finally:
+                timer.cancel()
+        truncated = len(rows) > self.max_rows
+        return SqlResult(pd.DataFrame(rows[: self.max_rows], columns=names), truncated)
+
+    def raw(self, sql: str):
+        """Execute on the locked connection without the SELECT-only filter (tests show the lock holds)."""
+        with self._lock:
+            return self._con.execute(sql).fetchall()
+
+    def close(self) -> None:
+        self._con.close()

@@ -1,0 +1,59 @@
+"""Spatial operators: which derivatives each needs, output shapes, and output component names."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labservice.errors import InvalidInput, unknown
+from labservice.interpolation import derived
+
+OPERATORS = ("field", "gradient", "hessian", "laplacian")
+HESSIAN_PAIRS = ("xx", "xy", "xz", "yy", "yz", "zz")
+_NDER = {"field": 0, "gradient": 1, "hessian": 2, "laplacian": 2}
+
+
+def all_operators() -> tuple[str, ...]:
+    """Operators plus derived quantities: everything ``Dataset.points(operator=...)`` accepts."""
+    return OPERATORS + tuple(derived.DERIVED)
+
+
+def derivative_order(operator: str) -> int:
+    """0, 1 or 2: the highest derivative the kernels must produce for ``operator``."""
+    if operator in _NDER:
+        return _NDER[operator]
+    if operator in derived.DERIVED:
+        return 1
+    raise unknown("operator", operator, all_operators(), error=InvalidInput)
+
+
+def finish(values: np.ndarray, operator: str) -> np.ndarray:
+    """Turn kernel output (..., ncomp, 1 | 3 | 6) into the operator's result.
+
+    field: (..., ncomp); gradient: (..., ncomp, 3) as d/dx, d/dy, d/dz; hessian: (..., ncomp, 6) as
+    xx, xy, xz, yy, yz, zz; laplacian: (..., ncomp).
+    """
+    if operator == "field":
+        return values[..., 0]
+    if operator in ("gradient", "hessian"):
+        return values
+    if operator == "laplacian":
+        return values[..., 0] + values[..., 3] + values[..., 5]
+    raise unknown("operator", operator, OPERATORS, error=InvalidInput)
+
+
+def component_names(components: list[str], operator: str, variable: str = "") -> list[str]:
+    """Names of the output columns, e.g. ``["dux/dx", "dux/dy", ...]`` for a velocity gradient.
+
+    The trailing axes of the result flatten, in C order, to this list.
+    """
+    if operator == "field":
+        return list(components)
+    if operator == "gradient":
+        return [f"d{c}/d{x}" for c in components for x in "xyz"]
+    if operator == "hessian":
+        return [f"d2{c}/d{p[0]}d{p[1]}" for c in components for p in HESSIAN_PAIRS]
+    if operator == "laplacian":
+        return [f"lap({c})" for c in components]
+    if operator in derived.DERIVED:
+        return derived.component_names(operator)
+    raise unknown("operator", operator, all_operators(), error=InvalidInput)

@@ -1,0 +1,177 @@
+"""The web service: an app factory with a lifespan, and ``serve`` for ``labservice serve``.
+
+Importing this module is cheap. :func:`create_app` builds the app; its lifespan finds the datasets
+(folder scan and/or catalog), opens them, opens the token database and hands them to the routes through the
+request state. Routers come from :data:`ROUTER_MODULES`, each exposing ``router``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
+
+from labservice import __version__
+from labservice.http_errors import install_error_handlers
+from labservice.limits import Limits
+from labservice.middleware import LimitsMiddleware
+from labservice.routers.deps import DatasetRegistry
+from labservice.settings import Settings
+from labservice.tokens import TokenStore
+
+log = logging.getLogger("labservice")
+
+API_PREFIX = "/api/v1"
+# Every router the app serves, in one place; add a module here to publish its `router`.
+ROUTER_MODULES: tuple[str, ...] = (
+    "labservice.routers.health",
+    "labservice.routers.datasets",
+    "labservice.routers.points",
+    "labservice.routers.cutout",
+    "labservice.routers.jobs",
+)
+
+DESCRIPTION = """\
+Measure inside large simulations instead of downloading them: values, derivatives and particle paths at
+arbitrary points, box filters, thresholds and cutouts.
+
+Bodies are JSON or msgpack (`Content-Type: application/msgpack`); responses follow `Accept`. In msgpack,
+arrays are `{dtype, shape, data: raw bytes}`. Send `Authorization: Bearer <token>` for a registered
+token's limits; without one you get the public limits (4096 points per request, small cutouts, no jobs).
+Every response carries `X-Lab-Cost`, `X-RateLimit-Limit` and `X-RateLimit-Remaining`.
+"""
+
+
+def public_limits(settings: Settings) -> Limits:
+    """The limits of callers without a token."""
+    return Limits(
+        points_per_request=settings.public_points_per_request,
+        max_cutout_bytes=settings.public_max_cutout_bytes,
+        requests_per_minute=settings.public_requests_per_minute,
+        max_concurrent=settings.public_max_concurrent,
+        jobs_allowed=False,
+    )
+
+
+def find_datasets(settings: Settings) -> dict[str, str]:
+    """Dataset id -> URL from the data folder, the catalog and ``settings.datasets`` (later ones win)."""
+    urls: dict[str, str] = {}
+    if settings.data_dir is not None or settings.catalog is not None:
+        from labservice.datasets import catalog
+
+        if settings.data_dir is not None:
+            urls.update(catalog.discover(settings.data_dir))
+        if settings.catalog is not None:
+            urls.update(catalog.load_catalog(settings.catalog))
+    urls.update(settings.datasets)
+    return urls
+
+
+def _opener(cache_bytes: int) -> Any:
+    """open_dataset with one chunk cache shared by every dataset of this app."""
+    from labservice.dataset import open_dataset
+    from labservice.storage import ChunkCache
+
+    cache = ChunkCache(cache_bytes)
+    # Catalog URLs may carry the fsspec options (S3 endpoint, keys) needed to open them.
+    return lambda url: open_dataset(url, storage_options=getattr(url, "storage_options", None), cache=cache)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+    settings: Settings = app.state.settings
+    urls = await run_in_threadpool(find_datasets, settings)
+    registry = await run_in_threadpool(DatasetRegistry.open, urls, _opener(settings.cache_bytes))
+    for ds_id, reason in registry.failed.items():
+        log.warning("dataset %s not served: %s", ds_id, reason)
+    token_path = settings.token_db_path()
+    tokens = TokenStore(token_path) if token_path is not None else None
+    app.state.registry = registry
+    # A job engine set on app.state before start-up (tests, embedding) is used as it is.
+    own_jobs = bool(settings.jobs_enabled) and getattr(app.state, "jobs", None) is None
+    if own_jobs:
+        from labservice.jobs import start_jobs
+
+        await run_in_threadpool(start_jobs, app, settings)
+    try:
+        yield {"settings": settings, "registry": registry, "tokens": tokens, "public_limits": public_limits(settings)}
+    finally:
+        if own_jobs:
+            from labservice.jobs import stop_jobs
+
+            await run_in_threadpool(stop_jobs, app)
+
+
+def _openapi_with_body_schemas(app: FastAPI) -> Any:
+    """Generate OpenAPI once, moving the request-body schemas' definitions into components."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(
+            title=app.title, version=app.version, description=app.description, routes=app.routes
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                components.update(operation.pop("x-schema-defs", {}))
+        app.openapi_schema = schema
+        return schema
+
+    return openapi
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the labservice app.
+
+    Parameters
+    ----------
+    settings
+        The configuration; read from ``LABSERVICE_*`` environment variables when None.
+    """
+    settings = settings if settings is not None else Settings()
+    app = FastAPI(
+        title="labservice",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(LimitsMiddleware, prefix="/api/")
+    for name in ROUTER_MODULES:
+        app.include_router(importlib.import_module(name).router, prefix=API_PREFIX)
+
+    @app.get("/", include_in_schema=False)
+    def _home() -> RedirectResponse:
+        return RedirectResponse("/docs")
+
+    app.openapi = _openapi_with_body_schemas(app)  # type: ignore[method-assign]
+    return app
+
+
+def serve(
+    host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None, catalog: Path | None = None
+) -> None:
+    """Run the service with uvicorn; ``data_dir`` and ``catalog`` override the environment settings."""
+    import uvicorn
+
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["data_dir"] = Path(data_dir)
+    if catalog is not None:
+        overrides["catalog"] = Path(catalog)
+    settings = Settings(**overrides)
+    if settings.jobs_enabled is None:  # the served product runs jobs unless told not to
+        settings = settings.model_copy(update={"jobs_enabled": True})
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)

@@ -1,0 +1,140 @@
+"""A throwaway server for tests, benchmarks and notebooks: uvicorn in a thread on a free loopback port.
+
+>>> with ServerThread(create_app(settings)) as server:
+...     Lab(server.url).datasets()
+
+Also writes small analytic sample datasets (:func:`write_sample_datasets`) so a server can be tried
+without the demo data.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+START_TIMEOUT = 60.0
+
+
+class ServerThread:
+    """Run an ASGI app with uvicorn on 127.0.0.1 in a daemon thread, on a port chosen by the OS."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", log_level: str = "warning") -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, 0))
+        self.host, self.port = self.sock.getsockname()[:2]
+        config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="labservice-server", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> ServerThread:
+        """Start serving; return once the app's lifespan has finished starting."""
+        self.thread.start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self.server.started:
+            problem = None
+            if not self.thread.is_alive():
+                problem = "the server thread stopped while starting (see the log above)"
+            elif time.monotonic() > deadline:
+                problem = f"the server did not start within {START_TIMEOUT} s"
+            if problem:
+                self.stop()
+                raise RuntimeError(problem)
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+        self.sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- sample data -----------------------------------------------------------------------------------
+def _periodic_field(x: np.ndarray, y: np.ndarray, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Taylor-Green-like velocity and a pressure on a 2*pi box, growing linearly in time."""
+    zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")
+    s = 1.0 + t
+    u = np.stack([np.sin(yy) * np.cos(zz), np.sin(zz) * np.cos(xx), np.sin(xx) * np.cos(yy)], axis=-1) * s
+    p = (np.cos(xx) + np.cos(yy) + np.cos(zz))[..., None] * s
+    return u.astype(np.float32), p.astype(np.float32)
+
+
+def write_sample_datasets(folder: str | Path, n: int = 16) -> dict[str, str]:
+    """Write two small analytic datasets under ``folder``; return id -> URL.
+
+    - ``periodic<n>``: an n^3 periodic 2*pi box, 5 times, ``velocity`` (3) and ``pressure`` (1);
+    - ``wall<n>``: x and z periodic, y a stretched wall-bounded axis of 6 nodes in [-1, 1], 3 times,
+      ``velocity`` = (1 - y^2, 0, 0) * (1 + t). Its y axis is too short for 8-point stencils.
+    """
+    from labservice.storage import Axis, DatasetMeta, Grid, Variable, create_store
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    h = 2 * np.pi / n
+    box = Grid(
+        x=Axis(size=n, periodic=True, start=0.0, step=h),
+        y=Axis(size=n, periodic=True, start=0.0, step=h),
+        z=Axis(size=n, periodic=True, start=0.0, step=h),
+    )
+    half = n // 2
+    periodic = DatasetMeta(
+        id=f"periodic{n}",
+        title=f"Analytic periodic box {n}^3",
+        grid=box,
+        times=[0.0, 0.1, 0.2, 0.3, 0.4],
+        variables={
+            "velocity": Variable(components=["ux", "uy", "uz"], units="m/s"),
+            "pressure": Variable(components=["p"], units="Pa"),
+        },
+        chunks=(half, half, half),
+        shards=(n, n, n),
+    )
+    urls = {periodic.id: str(folder / f"{periodic.id}.zarr")}
+    store = create_store(urls[periodic.id], periodic, overwrite=True)
+    coords = [box.axis(a).coords() for a in ("x", "y", "z")]
+    for t_index, t in enumerate(periodic.times):
+        u, p = _periodic_field(*coords, t)
+        store.write_box("velocity", t_index, 0, 0, 0, u)
+        store.write_box("pressure", t_index, 0, 0, 0, p)
+
+    ycoords = (-np.cos(np.linspace(0.0, np.pi, 6))).round(12).tolist()
+    wall = DatasetMeta(
+        id=f"wall{n}",
+        title="Analytic wall-bounded flow",
+        grid=Grid(
+            x=Axis(size=half, periodic=True, start=0.0, step=2 * np.pi / half),
+            y=Axis(size=6, periodic=False, coordinates=ycoords),
+            z=Axis(size=half, periodic=True, start=0.0, step=2 * np.pi / half),
+        ),
+        times=[0.0, 0.5, 1.0],
+        variables={"velocity": Variable(components=["ux", "uy", "uz"], units="m/s")},
+        chunks=(half, 6, half),
+        shards=(half, 6, half),
+    )
+    urls[wall.id] = str(folder / f"{wall.id}.zarr")
+    store = create_store(urls[wall.id], wall, overwrite=True)
+    y = np.asarray(ycoords)
+    for t_index, t in enumerate(wall.times):
+        u = np.zeros((half, 6, half, 3), dtype=np.float32)
+        u[..., 0] = ((1.0 - y**2) * (1.0 + t))[None, :, None]
+        store.write_box("velocity", t_index, 0, 0, 0, u)
+    return urls

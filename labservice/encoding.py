@@ -1,0 +1,251 @@
+"""Request and response bodies: JSON or msgpack, never pickle.
+
+Requests are decoded by their Content-Type, responses encoded by the Accept header. In msgpack an array
+travels as ``{"dtype": "float64", "shape": [n, 3], "data": <raw little-endian bytes>}``; in JSON as plain
+nested lists (non-finite numbers become ``null``). The body size limit is enforced while the bytes
+arrive, before anything is parsed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any, TypeVar
+
+import msgpack
+import numpy as np
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from labservice.errors import InvalidInput, LimitExceeded
+
+MSGPACK = "application/msgpack"
+JSON = "application/json"
+_MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
+# Arrays a client may send: plain numbers only, so nothing can smuggle objects in.
+_ARRAY_DTYPES = {"float32", "float64", "int32", "int64", "uint32", "uint64", "int8", "uint8", "int16", "uint16"}
+_MAX_DIMS = 8
+# Bodies and answers smaller than this are encoded on the event loop; bigger ones in a worker thread,
+# so that one large JSON request does not stall everybody else's small ones.
+_INLINE_BYTES = 256 << 10
+
+M = TypeVar("M", bound=BaseModel)
+
+
+# -- content negotiation ---------------------------------------------------------------------------
+def is_msgpack(content_type: str | None) -> bool:
+    """Whether a Content-Type or Accept value names msgpack."""
+    return bool(content_type) and any(t in content_type for t in _MSGPACK_TYPES)  # type: ignore[operator]
+
+
+def wants_msgpack(request: Request) -> bool:
+    return is_msgpack(request.headers.get("accept"))
+
+
+# -- requests --------------------------------------------------------------------------------------
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """Read the raw body, refusing (413) anything over ``max_bytes`` before it is all in memory."""
+    declared = request.headers.get("content-length")
+    too_big = LimitExceeded(
+        f"the request body is over the limit of {max_bytes} bytes; send fewer points per request "
+        "(the Python client splits large requests for you)"
+    )
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise too_big
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > max_bytes:
+            raise too_big
+        parts.append(part)
+    return b"".join(parts)
+
+
+def _array_from_msgpack(obj: dict[str, Any]) -> np.ndarray:
+    dtype_name, shape, data = obj["dtype"], obj["shape"], obj["data"]
+    if not isinstance(dtype_name, str):
+        raise InvalidInput(f"an array's dtype must be a string such as 'float64'; got {dtype_name!r}")
+    try:
+        dtype = np.dtype(dtype_name)
+    except TypeError:
+        raise InvalidInput(f"unknown array dtype {dtype_name!r}; use float64 or float32") from None
+    if dtype.name not in _ARRAY_DTYPES or dtype.byteorder == ">":
+        raise InvalidInput(f"array dtype {dtype_name!r} is not accepted; use little-endian float64 or float32")
+    if (
+        not isinstance(shape, (list, tuple))
+        or len(shape) > _MAX_DIMS
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
+    ):
+        raise InvalidInput(f"an array's shape must be a list of non-negative integers; got {shape!r}")
+    if not isinstance(data, (bytes, bytearray)):
+        raise InvalidInput("an array's data must be msgpack binary (raw little-endian bytes)")
+    expected = math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        raise InvalidInput(
+            f"an array of shape {list(shape)} and dtype {dtype.name} needs {expected} bytes of data; got {len(data)}"
+        )
+    return np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape(shape)
+
+
+def _object_hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 3 and set(obj) == {"dtype", "shape", "data"}:
+        return _array_from_msgpack(obj)
+    return obj
+
+
+def decode_body(raw: bytes, content_type: str | None) -> dict[str, Any]:
+    """Parse a JSON or msgpack body into a dict (msgpack arrays become numpy arrays)."""
+    if not raw:
+        raise InvalidInput("the request body is empty; send a JSON or msgpack object")
+    if is_msgpack(content_type):
+        try:
+            body = msgpack.unpackb(raw, object_hook=_object_hook, raw=False, strict_map_key=True)
+        except InvalidInput:
+            raise
+        except Exception as exc:  # msgpack raises several unrelated classes for bad bytes
+            raise InvalidInput(f"the body is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    elif content_type is None or "json" in content_type:
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(f"the body is not valid JSON: {exc}") from None
+    else:
+        raise InvalidInput(
+            f"unsupported Content-Type {content_type!r}; send application/json or application/msgpack"
+        )
+    if not isinstance(body, dict):
+        raise InvalidInput(f"the body must be an object (a map of parameters); got {type(body).__name__}")
+    return body
+
+
+def format_validation_errors(errors: list[dict[str, Any]]) -> str:
+    """Turn pydantic's error list into one readable sentence per problem."""
+    lines = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query"))
+        msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def parse_model(model: type[M], body: dict[str, Any]) -> M:
+    """Validate a decoded body against a request model; errors become one InvalidInput (422)."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        allowed = ", ".join(model.model_fields)
+        for err in errors:
+            if err.get("type") == "extra_forbidden" and len(err.get("loc", ())) == 1:
+                err["msg"] = f"is not a parameter of this request; the parameters are: {allowed}"
+        raise InvalidInput(format_validation_errors(errors)) from None
+
+
+async def parse_request(request: Request, model: type[M], max_bytes: int) -> M:
+    """Read, decode and validate a request body; big bodies are parsed off the event loop."""
+    raw = await read_body(request, max_bytes)
+    content_type = request.headers.get("content-type")
+    if len(raw) < _INLINE_BYTES:
+        return parse_model(model, decode_body(raw, content_type))
+    return await run_in_threadpool(lambda: parse_model(model, decode_body(raw, content_type)))
+
+
+# -- arrays in requests ----------------------------------------------------------------------------
+def as_points(value: Any) -> np.ndarray:
+    """Check and convert an (N, 3) list or array of coordinates to float64 (messages follow the field name)."""
+    if isinstance(value, np.ndarray):
+        arr = value
+        if arr.dtype.kind not in "fiu":
+            raise ValueError(f"must hold numbers; got dtype {arr.dtype}")
+    else:
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError("must be a list of [x, y, z] number triples") from None
+    if arr.size == 0:
+        raise ValueError("is empty; send at least one [x, y, z] point")
+    if arr.ndim != 2 or arr.shape[1] != 3:
+        raise ValueError(f"must have shape (N, 3), one [x, y, z] per row; got shape {tuple(arr.shape)}")
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"must be finite numbers; row {row} is {arr[row].tolist()} (NaN or inf)")
+    return arr
+
+
+# -- responses -------------------------------------------------------------------------------------
+def _to_msgpack_tree(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        if arr.dtype.byteorder == ">":
+            arr = arr.astype(arr.dtype.newbyteorder("<"))
+        return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": memoryview(arr).cast("B")}
+    if isinstance(obj, dict):
+        return {k: _to_msgpack_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_msgpack_tree(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _to_json_tree(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind == "f" and not np.isfinite(obj).all():
+            return np.where(np.isfinite(obj), obj, None).tolist()
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {k: _to_json_tree(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json_tree(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def pack(payload: dict[str, Any]) -> bytes:
+    """Encode a payload as msgpack with arrays as {dtype, shape, data}."""
+    return msgpack.packb(_to_msgpack_tree(payload), use_bin_type=True)
+
+
+def encode(payload: dict[str, Any], msgpack_wanted: bool, status_code: int = 200) -> Response:
+    """A msgpack or JSON response holding ``payload``."""
+    if msgpack_wanted:
+        return Response(pack(payload), status_code=status_code, media_type=MSGPACK)
+    body = json.dumps(_to_json_tree(payload), separators=(",", ":"), allow_nan=False).encode()
+    return Response(body, status_code=status_code, media_type=JSON)
+
+
+async def respond(request: Request, payload: dict[str, Any]) -> Response:
+    """Encode ``payload`` the way the request's Accept header asks; big payloads off the event loop."""
+    size = sum(v.nbytes for v in payload.values() if isinstance(v, np.ndarray))
+    if size < _INLINE_BYTES:
+        return encode(payload, wants_msgpack(request))
+    return await run_in_threadpool(encode, payload, wants_msgpack(request))
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------
+def openapi_body(model: type[BaseModel], examples: dict[str, Any]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a body read by :func:`parse_request` (JSON or msgpack)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    named = {k: {"summary": k, "value": v} for k, v in examples.items()}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": schema, "examples": named},
+                MSGPACK: {
+                    "schema": schema,
+                    "description": "The same object in msgpack; arrays may be {dtype, shape, data: bytes}.",
+                },
+            },
+        },
+        "x-schema-defs": defs,
+    }

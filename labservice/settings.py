@@ -1,0 +1,64 @@
+"""Service configuration: one settings class, read from ``LABSERVICE_*`` environment variables.
+
+Nothing is read at import time; :func:`labservice.app.create_app` builds a :class:`Settings` when it is
+not handed one, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1 << 20
+
+
+class Settings(BaseSettings):
+    """Everything the web service can be configured with.
+
+    Every field can be set from the environment, for example ``LABSERVICE_DATA_DIR=/data`` or
+    ``LABSERVICE_PUBLIC_POINTS_PER_REQUEST=1024``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LABSERVICE_", extra="ignore")
+
+    # -- what is served ------------------------------------------------------------------------------
+    data_dir: Path | None = Field(default=None, description="Serve every dataset found under this folder.")
+    catalog: Path | None = Field(default=None, description="A YAML catalog listing dataset ids and URLs.")
+    datasets: dict[str, str] = Field(
+        default_factory=dict, description="Extra datasets to serve, id -> URL (JSON in the environment)."
+    )
+    cache_bytes: int = Field(default=1024 * MIB, ge=0, description="Chunk cache size shared by all datasets.")
+
+    # -- access --------------------------------------------------------------------------------------
+    token_db: Path | None = Field(
+        default=None, description="SQLite file holding token hashes; default <data_dir>/tokens.sqlite."
+    )
+    max_body_bytes: int = Field(default=256 * MIB, ge=1024, description="Largest request body accepted.")
+    sync_cutout_bytes: int = Field(
+        default=1024 * MIB, ge=0, description="Largest cutout served synchronously to any caller; above it, use a job."
+    )
+
+    # Public (no token) limits.
+    public_points_per_request: int = Field(default=4096, ge=1)
+    public_max_cutout_bytes: int = Field(default=16 * MIB, ge=0)
+    public_requests_per_minute: int = Field(default=600, ge=1)
+    public_max_concurrent: int = Field(default=4, ge=1)
+
+    # -- jobs (used by the jobs router) --------------------------------------------------------------
+    jobs_enabled: bool | None = Field(
+        default=None,
+        description="Run the batch-job engine (Dask). Unset: on for `labservice serve`, off for create_app().",
+    )
+    scratch_url: str | None = Field(default=None, description="Where job outputs go (local path or fsspec URL).")
+    dask_scheduler: str | None = Field(default=None, description="Address of a Dask scheduler for jobs.")
+    job_ttl_days: float = Field(default=7.0, gt=0, description="Job outputs are deleted after this many days.")
+
+    def token_db_path(self) -> Path | None:
+        """The SQLite token file in use, or None when tokens are not configured."""
+        if self.token_db is not None:
+            return self.token_db
+        if self.data_dir is not None:
+            return self.data_dir / "tokens.sqlite"
+        return None

@@ -1,0 +1,65 @@
+"""The SQL endpoint's engine: read-only SELECTs, with files, ATTACH, extensions, COPY and SET all refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from labservice.datasets.sql import SqlEngine
+from labservice.errors import InvalidInput, LimitExceeded
+
+
+@pytest.fixture(scope="module")
+def engine(small_sim):
+    e = SqlEngine(small_sim / "halos.parquet", max_rows=3, timeout=1.0)
+    yield e
+    e.close()
+
+
+def test_select_with_row_cap(engine):
+    res = engine.query("SELECT id, mass FROM halos ORDER BY mass DESC")
+    assert list(res.frame.columns) == ["id", "mass"] and len(res.frame) == 3 and res.truncated
+    top = engine.query("SELECT max(mass) AS m FROM trees").frame["m"][0]
+    assert res.frame["mass"][0] == top
+
+
+@pytest.mark.parametrize(
+    "sql,message",
+    [
+        ("SELECT * FROM read_csv('/etc/passwd')", "file system operations are disabled"),
+        ("SELECT * FROM read_text('/etc/hostname')", "disabled"),
+        ("SELECT * FROM '/etc/hostname'", "does not exist"),  # no replacement scan of file names
+    ],
+)
+def test_reading_files_fails(engine, sql, message):
+    with pytest.raises(InvalidInput, match=message):
+        engine.query(sql)
+
+
+@pytest.mark.parametrize(
+    "sql,raw_message",
+    [
+        ("ATTACH '/tmp/other.duckdb' AS other", "disabled"),
+        ("INSTALL httpfs", "disabled"),
+        ("LOAD httpfs", "disabled"),
+        ("COPY halos TO '/tmp/halos.csv'", "disabled"),
+        ("SET enable_external_access = true", "locked"),
+        ("SET memory_limit = '10GB'", "locked"),
+    ],
+)
+def test_statements_fail_twice(engine, sql, raw_message):
+    # The SELECT-only filter refuses them with a clear message, and the locked DuckDB refuses them too.
+    with pytest.raises(InvalidInput, match="only SELECT"):
+        engine.query(sql)
+    with pytest.raises(Exception, match=raw_message):
+        engine.raw(sql)
+
+
+def test_timeout_interrupts(engine):
+    with pytest.raises(LimitExceeded, match="longer than 1 s"):
+        engine.query("SELECT count(*) FROM range(10000000000) a, range(10) b")
+    assert engine.query("SELECT 1 AS one").frame["one"][0] == 1  # the engine still works afterwards
+
+
+def test_multiple_statements_refused(engine):
+    with pytest.raises(InvalidInput, match="exactly one"):
+        engine.query("SELECT 1; SELECT 2")
