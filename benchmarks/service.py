@@ -99,7 +99,9 @@ def bench_points(ds, lab: Lab, url: str, token: str, dataset_id: str, n: int, ti
 
     def json_round_trip() -> np.ndarray:
         payload = json.dumps({**body, "points": pts.tolist()})
-        r = httpx.post(f"{url}/api/v1/datasets/{dataset_id}/points", content=payload, headers=headers, timeout=600)
+        r = httpx.post(
+            f"{url}/api/v1/datasets/{dataset_id}/points", content=payload, headers=headers, timeout=600
+        )
         r.raise_for_status()
         return np.asarray(r.json()["values"])
 
@@ -112,16 +114,28 @@ def bench_points(ds, lab: Lab, url: str, token: str, dataset_id: str, n: int, ti
     print(f"  msgpack / JSON         {t_json / t_msgpack:14.1f} x (target >= 10)")
 
 
-def bench_latency(url: str, token: str, dataset_id: str, clients: int, duration: float, time_value: float) -> None:
+def bench_latency(
+    url: str, token: str, dataset_id: str, clients: int, duration: float, time_value: float
+) -> None:
     rng = np.random.default_rng(1)
     bodies = [
-        pack({"variable": "velocity", "time": time_value, "spatial": "lag6", "points": rng.uniform(0, 2 * np.pi, (4096, 3))})
+        pack(
+            {
+                "variable": "velocity",
+                "time": time_value,
+                "spatial": "lag6",
+                "points": rng.uniform(0, 2 * np.pi, (4096, 3)),
+            }
+        )
         for _ in range(clients)
     ]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": MSGPACK, "Accept": MSGPACK}
     path = f"/api/v1/datasets/{dataset_id}/points"
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
+
+    # One request first: compiles the lag6 kernels (if the numba cache is cold) before the clock starts.
+    httpx.post(url + path, content=bodies[0], headers=headers, timeout=600).raise_for_status()
     stop = time.monotonic() + duration
 
     def worker(i: int) -> None:
@@ -144,8 +158,10 @@ def bench_latency(url: str, token: str, dataset_id: str, clients: int, duration:
         t.join()
     lat = np.concatenate([np.asarray(x) for x in latencies]) * 1e3
     print(f"latency, 4096-point lag6 msgpack requests, {clients} concurrent clients for {duration:g} s:")
-    print(f"  requests {lat.size}, errors {sum(errors)}, throughput {lat.size / duration:,.1f} req/s "
-          f"= {lat.size * 4096 / duration:,.0f} points/s")
+    print(
+        f"  requests {lat.size}, errors {sum(errors)}, throughput {lat.size / duration:,.1f} req/s "
+        f"= {lat.size * 4096 / duration:,.0f} points/s"
+    )
     print(f"  p50 {np.percentile(lat, 50):8.1f} ms")
     print(f"  p99 {np.percentile(lat, 99):8.1f} ms   (target < 50 ms)")
 
@@ -153,15 +169,22 @@ def bench_latency(url: str, token: str, dataset_id: str, clients: int, duration:
 def bench_cutout(url: str, token: str, dataset_id: str, zarr_url: str, size: int, time_value: float) -> None:
     import zarr
 
-    params = {"variable": "velocity", "time": repr(time_value), "format": "hdf5",
-              "x": f"0:{size}", "y": f"0:{size}", "z": f"0:{size}"}
+    params = {
+        "variable": "velocity",
+        "time": repr(time_value),
+        "format": "hdf5",
+        "x": f"0:{size}",
+        "y": f"0:{size}",
+        "z": f"0:{size}",
+    }
     headers = {"Authorization": f"Bearer {token}"}
     nbytes = size**3 * 3 * 4
 
     def http_cutout() -> None:
         got = 0
-        with httpx.stream("GET", f"{url}/api/v1/datasets/{dataset_id}/cutout", params=params, headers=headers,
-                          timeout=600) as r:
+        with httpx.stream(
+            "GET", f"{url}/api/v1/datasets/{dataset_id}/cutout", params=params, headers=headers, timeout=600
+        ) as r:
             r.raise_for_status()
             for piece in r.iter_bytes():
                 got += len(piece)
@@ -186,7 +209,9 @@ def bench_cutout(url: str, token: str, dataset_id: str, zarr_url: str, size: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=128, help="grid size of the benchmark dataset")
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of the latency run")
@@ -203,8 +228,13 @@ def main() -> None:
         print(f"wrote a {args.size}^3 sample dataset in {time.perf_counter() - t0:.1f} s")
         store = TokenStore(folder / "tokens.sqlite")
         _, token = store.create(
-            "bench", Limits(points_per_request=4_000_000, max_cutout_bytes=1 << 30, requests_per_minute=10**7,
-                            max_concurrent=64)
+            "bench",
+            Limits(
+                points_per_request=4_000_000,
+                max_cutout_bytes=1 << 30,
+                requests_per_minute=10**7,
+                max_concurrent=64,
+            ),
         )
         proc, url = start_server(urls, folder / "tokens.sqlite")
         time_value = 0.1
@@ -219,7 +249,11 @@ def main() -> None:
                 bench_cutout(url, token, dataset_id, urls[dataset_id], args.size, time_value)
         finally:
             proc.terminate()
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Both functions return ``{id: url}``. The URLs are :class:`CatalogURL` strings, w
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -25,7 +26,7 @@ from labservice.errors import InvalidInput, LabError, NotFound
 from labservice.storage import open_store
 from labservice.storage.metadata import DatasetMeta
 
-__all__ = ["CatalogEntry", "CatalogURL", "discover", "load_catalog"]
+__all__ = ["CatalogEntry", "CatalogURL", "discover", "discover_simulations", "load_catalog"]
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,9 @@ def discover(data_dir: str | os.PathLike[str]) -> dict[str, CatalogURL]:
             log.info("skipping %s: its ingest has not finished", entry)
             continue
         if meta.id in found:
-            log.warning("skipping %s: dataset id %r is already served from %s", entry, meta.id, found[meta.id])
+            log.warning(
+                "skipping %s: dataset id %r is already served from %s", entry, meta.id, found[meta.id]
+            )
             continue
         found[meta.id] = CatalogURL(str(entry.resolve()))
     return found
@@ -138,8 +141,12 @@ def load_catalog(yaml_path: str | os.PathLike[str]) -> dict[str, CatalogURL]:
         try:
             entry = CatalogEntry.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors())
-            raise InvalidInput(f"catalog {path}, entry {i + 1}: {problems} (keys: id, url, storage_options)") from None
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in exc.errors()
+            )
+            raise InvalidInput(
+                f"catalog {path}, entry {i + 1}: {problems} (keys: id, url, storage_options)"
+            ) from None
         url = entry.url
         if "://" not in url and not os.path.isabs(url):
             url = str((path.parent / url).resolve())
@@ -148,3 +155,27 @@ def load_catalog(yaml_path: str | os.PathLike[str]) -> dict[str, CatalogURL]:
             raise InvalidInput(f"catalog {path}, entry {i + 1}: id {dataset_id!r} is listed twice")
         out[dataset_id] = CatalogURL(url, entry.storage_options)
     return out
+
+
+def discover_simulations(data_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    """Every cosmology dataset (a folder with ``simulation.json`` of kind "cosmology") under ``data_dir``.
+
+    These are not field stores, so :func:`discover` skips them; the service opens them as
+    :class:`~labservice.datasets.simulation.Simulation`. Returns ``{id: folder}``; hidden entries are skipped.
+    """
+    from labservice.datasets.simulation import is_simulation
+
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise NotFound(f"data folder {root} not found")
+    found: dict[str, Path] = {}
+    for entry in sorted(root.iterdir()):
+        if entry.name.startswith((".", "_")) or not entry.is_dir() or not is_simulation(entry):
+            continue
+        try:
+            sim_id = json.loads((entry / "simulation.json").read_text())["id"]
+        except (OSError, ValueError, KeyError) as exc:
+            log.info("skipping %s: %s", entry, exc)
+            continue
+        found.setdefault(sim_id, entry.resolve())
+    return found

@@ -100,7 +100,9 @@ def channel_velocity(x: Any, y: Any, z: Any, t: Any, params: dict[str, Any] | No
     return out
 
 
-def channel_velocity_gradient(x: Any, y: Any, z: Any, t: Any, params: dict[str, Any] | None = None) -> np.ndarray:
+def channel_velocity_gradient(
+    x: Any, y: Any, z: Any, t: Any, params: dict[str, Any] | None = None
+) -> np.ndarray:
     """Exact velocity gradient ``[..., i, j] = d u_i / d x_j`` of channel64 (shape ``... + (3, 3)``)."""
     x, y, z, t = np.broadcast_arrays(*(np.asarray(v, dtype=np.float64) for v in (x, y, z, t)))
     u_center, modes, _ = _modes(params)
@@ -134,7 +136,9 @@ def channel_pressure(x: Any, y: Any, z: Any, t: Any, params: dict[str, Any] | No
     return out
 
 
-def channel_grid(nx: int = 64, ny: int = 65, nz: int = 64, gamma: float = 2.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def channel_grid(
+    nx: int = 64, ny: int = 65, nz: int = 64, gamma: float = 2.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Node coordinates (x, y, z) of the channel grid."""
     return np.arange(nx) * (LX / nx), stretched_y(ny, gamma), np.arange(nz) * (LZ / nz)
 

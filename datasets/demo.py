@@ -39,13 +39,15 @@ def _isotropic(size: int) -> Writer:
 
 
 def _channel(raw: Path, dataset_id: str, store: str) -> Generator[str, None, Path]:
-    return write_channel_run(raw, dataset_id, store, shape=(64, 65, 64), times=np.round(np.arange(24) * 0.05, 12))
+    return write_channel_run(
+        raw, dataset_id, store, shape=(64, 65, 64), times=np.round(np.arange(24) * 0.05, 12)
+    )
 
 
 def demo_writers(size: int = 64) -> dict[str, Writer]:
     """The demo datasets for a grid size: id -> writer of raw output and descriptor."""
-    if size not in (32, 64, 128, 256):
-        raise InvalidInput(f"demo size must be one of 32, 64, 128, 256; got {size}")
+    if size not in (32, 64, 128):
+        raise InvalidInput(f"demo size must be 64, 128 or (for quick checks) 32; got {size}")
     return {f"isotropic{size}": _isotropic(size), "channel64": _channel}
 
 
@@ -57,7 +59,10 @@ def is_built(url: str | os.PathLike[str]) -> bool:
         return False
     try:
         prov = store.meta.provenance
-        return prov.get("ingest", {}).get("complete") is True and prov.get("demo", {}).get("version") == DEMO_VERSION
+        return (
+            prov.get("ingest", {}).get("complete") is True
+            and prov.get("demo", {}).get("version") == DEMO_VERSION
+        )
     finally:
         store.close()
 
@@ -130,8 +135,10 @@ def _build_one(writer: Writer, dataset_id: str, data: Path, force: bool) -> Iter
         yield from _build_one(writer, dataset_id, data, force=True)
         return
     mb = stats.bytes_written / 1e6
-    yield (f"  {dataset_id}: ingested {stats.shards_written} shards ({mb:.0f} MB), skipped {stats.shards_skipped}, "
-           f"in {time.perf_counter() - started:.1f} s")
+    yield (
+        f"  {dataset_id}: ingested {stats.shards_written} shards ({mb:.0f} MB), skipped {stats.shards_skipped}, "
+        f"in {time.perf_counter() - started:.1f} s"
+    )
     shutil.rmtree(raw, ignore_errors=True)
     try:
         (data / RAW_DIR).rmdir()
@@ -142,5 +149,8 @@ def _build_one(writer: Writer, dataset_id: str, data: Path, force: bool) -> Iter
 def _stamp(descriptor: Path) -> None:
     """Mark the dataset as a demo of the current version (checked by :func:`is_built`)."""
     doc = yaml.safe_load(descriptor.read_text())
-    doc.setdefault("provenance", {})["demo"] = {"builder": "labservice.datasets.demo", "version": DEMO_VERSION}
+    doc.setdefault("provenance", {})["demo"] = {
+        "builder": "labservice.datasets.demo",
+        "version": DEMO_VERSION,
+    }
     descriptor.write_text(yaml.safe_dump(doc, sort_keys=False))

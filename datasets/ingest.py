@@ -61,11 +61,13 @@ __all__ = [
     "IngestStats",
     "SourceSpec",
     "TimeRange",
+    "VariableSource",
     "VariableSpec",
     "build_meta",
     "ingest",
     "ingest_descriptor",
     "load_descriptor",
+    "shard_order",
 ]
 
 
@@ -128,7 +130,9 @@ class SourceSpec(_Spec):
     def _pattern(cls, v: str) -> str:
         fields = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
         if fields - {"t"}:
-            raise ValueError(f"the only placeholder allowed is {{t}} (the time index); got {sorted(fields - {'t'})}")
+            raise ValueError(
+                f"the only placeholder allowed is {{t}} (the time index); got {sorted(fields - {'t'})}"
+            )
         try:
             v.format(t=0)
         except (ValueError, IndexError) as exc:
@@ -157,7 +161,9 @@ class VariableSpec(_Spec):
                 "component, or one dataset with layout: last (or first)"
             )
         if self.source.layout != "separate" and nd != 1:
-            raise ValueError(f"layout {self.source.layout!r} takes one dataset holding all components; got {nd}")
+            raise ValueError(
+                f"layout {self.source.layout!r} takes one dataset holding all components; got {nd}"
+            )
         return self
 
 
@@ -203,11 +209,16 @@ def load_descriptor(path: str | os.PathLike[str]) -> Descriptor:
     except yaml.YAMLError as exc:
         raise InvalidInput(f"descriptor {path} is not valid YAML: {exc}") from None
     if not isinstance(raw, dict):
-        raise InvalidInput(f"descriptor {path} must be a YAML mapping with keys id, title, grid, times, variables, store")
+        raise InvalidInput(
+            f"descriptor {path} must be a YAML mapping with keys id, title, grid, times, variables, store"
+        )
     try:
         return Descriptor.model_validate(raw)
     except ValidationError as exc:
         raise InvalidInput(f"descriptor {path} is not valid:\n" + _explain(exc)) from None
+
+
+_UNION_TAGS = {"TimeRange", "str", "int", "float", "bool"}
 
 
 def _explain(exc: ValidationError) -> str:
@@ -216,7 +227,7 @@ def _explain(exc: ValidationError) -> str:
     for err in exc.errors():
         loc = [str(p) for p in err["loc"]]
         # Drop pydantic's union branch names (e.g. 'TimeRange', 'list[float]') from the key path.
-        keys = [p for p in loc if not (p[:1].isupper() or "[" in p)]
+        keys = [p for p in loc if p not in _UNION_TAGS and "[" not in p]
         where = ".".join(keys) or "(top level)"
         if err["type"] == "extra_forbidden":
             parent = ".".join(keys[:-1]) or "the top level"
@@ -229,7 +240,9 @@ def _explain(exc: ValidationError) -> str:
             lines.append(f"  {where}: this key is required")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"  {where}: {msg}; got {err.get('input')!r}")
+            got = repr(err.get("input"))
+            got = got if len(got) <= 80 else got[:77] + "..."
+            lines.append(f"  {where}: {msg}; got {got}" if keys else f"  {msg}")
     return "\n".join(dict.fromkeys(lines))
 
 
@@ -262,7 +275,9 @@ def _resolve(base: Path, target: str) -> str:
 def _read_coordinates(base: Path, spec: str, where: str, descriptor: Path) -> list[float]:
     """Values of ``file.h5:/dataset``."""
     if ":" not in spec:
-        raise InvalidInput(f"{where}: write coordinates as 'file.h5:/dataset' or an inline list; got {spec!r} (descriptor {descriptor})")
+        raise InvalidInput(
+            f"{where}: write coordinates as 'file.h5:/dataset' or an inline list; got {spec!r} (descriptor {descriptor})"
+        )
     file, dataset = spec.rsplit(":", 1)
     path = Path(_resolve(base, file))
     with _open_h5(path, where) as f:
@@ -272,7 +287,9 @@ def _read_coordinates(base: Path, spec: str, where: str, descriptor: Path) -> li
     return values.tolist()
 
 
-def build_meta(desc: Descriptor, base: str | os.PathLike[str], descriptor: str | os.PathLike[str] = "") -> DatasetMeta:
+def build_meta(
+    desc: Descriptor, base: str | os.PathLike[str], descriptor: str | os.PathLike[str] = ""
+) -> DatasetMeta:
     """The dataset metadata a descriptor describes, with coordinate files read.
 
     Parameters
@@ -292,13 +309,21 @@ def build_meta(desc: Descriptor, base: str | os.PathLike[str], descriptor: str |
         if isinstance(coords, str):
             coords = _read_coordinates(base, coords, f"{where}.coordinates", Path(descriptor))
         try:
-            axes[name] = Axis(size=desc.grid.shape[i], periodic=desc.grid.periodic[i], start=spec.start,
-                              step=spec.step, coordinates=coords, length=spec.length)
+            axes[name] = Axis(
+                size=desc.grid.shape[i],
+                periodic=desc.grid.periodic[i],
+                start=spec.start,
+                step=spec.step,
+                coordinates=coords,
+                length=spec.length,
+            )
         except ValidationError as exc:
             msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
             src = f" ({spec.coordinates})" if isinstance(spec.coordinates, str) else ""
-            raise InvalidInput(f"descriptor {descriptor}: {where}{src}: {msg} (grid.shape gives "
-                               f"n{name} = {desc.grid.shape[i]})") from None
+            raise InvalidInput(
+                f"descriptor {descriptor}: {where}{src}: {msg} (grid.shape gives "
+                f"n{name} = {desc.grid.shape[i]})"
+            ) from None
     kwargs: dict[str, Any] = {}
     if desc.chunks is not None:
         kwargs["chunks"] = desc.chunks
@@ -306,11 +331,18 @@ def build_meta(desc: Descriptor, base: str | os.PathLike[str], descriptor: str |
         kwargs["shards"] = desc.shards
     try:
         return DatasetMeta(
-            id=desc.id, title=desc.title, description=desc.description, grid=Grid(**axes),
+            id=desc.id,
+            title=desc.title,
+            description=desc.description,
+            grid=Grid(**axes),
             times=desc.time_values(),
-            variables={n: Variable(components=v.components, units=v.units, dtype=v.dtype, description=v.description)
-                       for n, v in desc.variables.items()},
-            provenance=dict(desc.provenance), extra=dict(desc.extra), **kwargs,
+            variables={
+                n: Variable(components=v.components, units=v.units, dtype=v.dtype, description=v.description)
+                for n, v in desc.variables.items()
+            },
+            provenance=dict(desc.provenance),
+            extra=dict(desc.extra),
+            **kwargs,
         )
     except ValidationError as exc:
         raise InvalidInput(f"descriptor {descriptor} is not valid:\n" + _explain(exc)) from None
@@ -332,17 +364,30 @@ def _dataset(f: h5py.File, name: str, path: Path, where: str) -> h5py.Dataset:
     if isinstance(obj, h5py.Dataset):
         return obj
     found: list[str] = []
-    f.visititems(lambda n, o: found.append("/" + n) if isinstance(o, h5py.Dataset) and len(found) < 50 else None)
+    f.visititems(
+        lambda n, o: found.append("/" + n) if isinstance(o, h5py.Dataset) and len(found) < 50 else None
+    )
     same_but_case = [n for n in found if n.lower() == key.lower()]
     hint = f" Did you mean {same_but_case[0]!r}?" if same_but_case else suggest(key, found)
-    raise NotFound(f"{where}: {path} has no dataset {key!r}.{hint} Datasets in the file: "
-                   f"{', '.join(found) or '(none)'}.")
+    raise NotFound(
+        f"{where}: {path} has no dataset {key!r}.{hint} Datasets in the file: {', '.join(found) or '(none)'}."
+    )
+
+
+@dataclass
+class OpenSource:
+    """The open file of one time step and the checked datasets of one variable in it."""
+
+    file: h5py.File
+    datasets: list[h5py.Dataset]
 
 
 class VariableSource:
     """Reads slabs of one variable from its source files, in [z, y, x, component] order."""
 
-    def __init__(self, name: str, spec: VariableSpec, meta: DatasetMeta, base: Path, descriptor: Path) -> None:
+    def __init__(
+        self, name: str, spec: VariableSpec, meta: DatasetMeta, base: Path, descriptor: Path
+    ) -> None:
         self.name = name
         self.spec = spec
         self.meta = meta
@@ -357,7 +402,9 @@ class VariableSource:
         """The shape each source dataset must have, and its axis names."""
         nx, ny, nz = self.meta.grid.shape
         src = self.spec.source
-        shape, names = ((nz, ny, nx), ["nz", "ny", "nx"]) if src.order == "zyx" else ((nx, ny, nz), ["nx", "ny", "nz"])
+        shape, names = (
+            ((nz, ny, nx), ["nz", "ny", "nx"]) if src.order == "zyx" else ((nx, ny, nz), ["nx", "ny", "nz"])
+        )
         nc = len(self.spec.components)
         if src.layout == "last":
             shape, names = (*shape, nc), [*names, "ncomp"]
@@ -372,12 +419,7 @@ class VariableSource:
         step = f" at time index {t}" if self.spec.source.per_time_step else ""
         return f"variable {self.name!r}{comp}{step} (descriptor {self.descriptor})"
 
-    @dataclass
-    class _Open:
-        file: h5py.File
-        datasets: list[h5py.Dataset]
-
-    def open(self, t: int) -> VariableSource._Open:
+    def open(self, t: int) -> OpenSource:
         """Open the file of time step t and check every dataset's shape and type."""
         path = self.path(t)
         src = self.spec.source
@@ -386,37 +428,46 @@ class VariableSource:
             comps = self.spec.components if src.layout == "separate" else [None]
             shape, names = self.expected_shape()
             datasets = []
-            for name, comp in zip(src.datasets, comps):
+            for name, comp in zip(src.datasets, comps, strict=True):
                 where = self._where(t, comp)
                 ds = _dataset(f, name, path, where)
                 if ds.shape != shape:
-                    raise InvalidInput(f"{where}: dataset {ds.name} in {path} has shape {ds.shape}; expected "
-                                       f"{shape} = ({names}) for order {src.order}, layout {src.layout}")
+                    raise InvalidInput(
+                        f"{where}: dataset {ds.name} in {path} has shape {ds.shape}; expected "
+                        f"{shape} = ({names}) for order {src.order}, layout {src.layout}"
+                    )
                 if ds.dtype.kind not in "fiu":
                     raise InvalidInput(f"{where}: dataset {ds.name} in {path} holds {ds.dtype}, not numbers")
                 datasets.append(ds)
         except BaseException:
             f.close()
             raise
-        return self._Open(f, datasets)
+        return OpenSource(f, datasets)
 
-    def read(self, handle: VariableSource._Open, t: int, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> np.ndarray:
+    def read(
+        self, handle: OpenSource, t: int, lo: tuple[int, int, int], hi: tuple[int, int, int]
+    ) -> np.ndarray:
         """Values of the box [lo, hi) (z, y, x) at time step t, shape (nz, ny, nx, ncomp)."""
         src = self.spec.source
-        zs, ys, xs = (slice(a, b) for a, b in zip(lo, hi))
+        zs, ys, xs = (slice(a, b) for a, b in zip(lo, hi, strict=True))
         space = (zs, ys, xs) if src.order == "zyx" else (xs, ys, zs)
         lead = () if src.per_time_step else (t,)
-        nc = len(self.spec.components)
-        out = np.empty((*(b - a for a, b in zip(lo, hi)), nc), dtype=self.dtype)
-        for c in range(nc):
-            if src.layout == "separate":
-                ds, sel = handle.datasets[c], (*lead, *space)
-            elif src.layout == "last":
-                ds, sel = handle.datasets[0], (*lead, *space, c)
-            else:
-                ds, sel = handle.datasets[0], (*lead, c, *space)
-            block = ds[sel]  # one component at a time keeps the peak at one shard plus one component
-            out[..., c] = block if src.order == "zyx" else block.transpose(2, 1, 0)
+        out = np.empty(
+            (*(b - a for a, b in zip(lo, hi, strict=True)), len(self.spec.components)), dtype=self.dtype
+        )
+        if src.layout == "separate":
+            for c, ds in enumerate(handle.datasets):
+                block = ds[
+                    (*lead, *space)
+                ]  # one component at a time: the peak is one shard plus one component
+                out[..., c] = block if src.order == "zyx" else block.transpose(2, 1, 0)
+            return out
+        # One dataset holds all components: read the block once rather than once per component.
+        if src.layout == "last":
+            block = handle.datasets[0][(*lead, *space, slice(None))]
+        else:
+            block = np.moveaxis(handle.datasets[0][(*lead, slice(None), *space)], 0, -1)
+        out[...] = block if src.order == "zyx" else block.transpose(2, 1, 0, 3)
         return out
 
 
@@ -435,7 +486,7 @@ class IngestStats:
 def shard_order(meta: DatasetMeta, variable: str) -> list[tuple[int, int, int]]:
     """Shard indices (sz, sy, sx) in Morton order, so neighbouring shards are written together."""
     shards = meta.array_shards(variable)[1:4]
-    counts = [-(-n // s) for n, s in zip(meta.grid.array_shape, shards)]
+    counts = [-(-n // s) for n, s in zip(meta.grid.array_shape, shards, strict=True)]
     sz, sy, sx = np.meshgrid(*(np.arange(c) for c in counts), indexing="ij")
     sz, sy, sx = sz.ravel(), sy.ravel(), sx.ravel()
     order = morton_argsort(sx, sy, sz)
@@ -459,8 +510,10 @@ def _open_existing(desc: Descriptor, meta: DatasetMeta, url: str) -> FieldStore 
     diff = _same_layout(store.meta, meta)
     if diff is not None:
         store.close()
-        raise InvalidInput(f"the store at {url} already holds a dataset with a different {diff}; "
-                           "pass overwrite=True (labservice ingest --overwrite) to replace it")
+        raise InvalidInput(
+            f"the store at {url} already holds a dataset with a different {diff}; "
+            "pass overwrite=True (labservice ingest --overwrite) to replace it"
+        )
     return store
 
 
@@ -468,8 +521,13 @@ def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
-def ingest(desc: Descriptor, base: str | os.PathLike[str], overwrite: bool = False, progress: bool = True,
-           descriptor: str | os.PathLike[str] = "") -> IngestStats:
+def ingest(
+    desc: Descriptor,
+    base: str | os.PathLike[str],
+    overwrite: bool = False,
+    progress: bool = True,
+    descriptor: str | os.PathLike[str] = "",
+) -> IngestStats:
     """Ingest a validated descriptor; see :func:`ingest_descriptor`.
 
     Returns
@@ -484,17 +542,24 @@ def ingest(desc: Descriptor, base: str | os.PathLike[str], overwrite: bool = Fal
     meta = build_meta(desc, base, descriptor)
     url = _resolve(base, desc.store)
     if desc.backend == "hdf5" and not url.lower().endswith((".h5", ".hdf5")):
-        raise InvalidInput(f"descriptor {descriptor}: store: with backend hdf5 the store URL must end in .h5; got {url}")
+        raise InvalidInput(
+            f"descriptor {descriptor}: store: with backend hdf5 the store URL must end in .h5; got {url}"
+        )
     sources = {n: VariableSource(n, v, meta, base, Path(descriptor)) for n, v in desc.variables.items()}
-    meta.provenance["ingest"] = {"descriptor": str(descriptor), "started": _now(), "complete": False,
-                                 "sources": {n: v.source.model_dump() for n, v in desc.variables.items()}}
+    meta.provenance["ingest"] = {
+        "descriptor": str(descriptor),
+        "started": _now(),
+        "complete": False,
+        "sources": {n: v.source.model_dump() for n, v in desc.variables.items()},
+    }
     store = None if overwrite else _open_existing(desc, meta, url)
     if store is None:
         # Check the first time step's sources before creating anything: most mistakes show up there.
         for src in sources.values():
             src.open(0).file.close()
-        store = create_store(url, meta, backend=desc.backend, storage_options=desc.storage_options,
-                             overwrite=overwrite)
+        store = create_store(
+            url, meta, backend=desc.backend, storage_options=desc.storage_options, overwrite=overwrite
+        )
     stats = IngestStats(url=url)
     try:
         if store.meta.provenance.get("ingest", {}).get("complete") is not True:
@@ -512,7 +577,9 @@ def ingest(desc: Descriptor, base: str | os.PathLike[str], overwrite: bool = Fal
     return stats
 
 
-def _ingest_step(store: FieldStore, src: VariableSource, name: str, t: int, stats: IngestStats, bar: tqdm) -> None:
+def _ingest_step(
+    store: FieldStore, src: VariableSource, name: str, t: int, stats: IngestStats, bar: tqdm
+) -> None:
     """Write every unfinished shard of one variable at one time step."""
     meta = store.meta
     shards = shard_order(meta, name)
@@ -526,8 +593,8 @@ def _ingest_step(store: FieldStore, src: VariableSource, name: str, t: int, stat
     handle = src.open(t)
     try:
         for shard in todo:
-            lo = tuple(i * s for i, s in zip(shard, size))
-            hi = tuple(min(a + s, n) for a, s, n in zip(lo, size, grid))
+            lo = tuple(i * s for i, s in zip(shard, size, strict=True))
+            hi = tuple(min(a + s, n) for a, s, n in zip(lo, size, grid, strict=True))
             data = src.read(handle, t, lo, hi)  # type: ignore[arg-type]
             store.write_box(name, t, *lo, data)
             store.mark_shard_done(name, t, shard)
@@ -563,4 +630,3 @@ def ingest_descriptor(path: str | os.PathLike[str], overwrite: bool = False, pro
     path = Path(path).resolve()
     desc = load_descriptor(path)
     return ingest(desc, path.parent, overwrite=overwrite, progress=progress, descriptor=path).url
-

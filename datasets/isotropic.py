@@ -152,7 +152,7 @@ class SpectralNS:
         # 2/3 rule: keep |k_i| < n/3 along every axis, which removes all quadratic aliases.
         cut = n / 3.0
         self.dealias = (np.abs(self.kx) < cut) & (np.abs(self.ky) < cut) & (np.abs(self.kz) < cut)
-        self.k_max = float(np.floor(cut - 1e-9)) if cut == int(cut) else float(np.floor(cut))
+        self.k_max = float(np.ceil(cut) - 1)  # largest whole wavenumber kept on every axis
         self.k_force = k_force
         self.forced = (kmag > 0) & (kmag <= k_force + 1e-9)
         # The forced modes are few: keep their indices to sum their energy cheaply every stage.
@@ -168,6 +168,7 @@ class SpectralNS:
         self.uh = np.zeros((3, n, n, n // 2 + 1), dtype=np.complex128)
         self.time = 0.0
         self.speed_max = 0.0  # max(|ux| + |uy| + |uz|) at the start of the last step
+        self._last_speed = 0.0  # the same, seen by the last right-hand-side evaluation
 
     # -- transforms ---------------------------------------------------------------------------------
     def to_physical(self, fh: np.ndarray) -> np.ndarray:
@@ -212,7 +213,16 @@ class SpectralNS:
         cross = np.empty_like(u)
         self._last_speed = _cross(u, self.to_physical(wh), cross)
         out = np.empty_like(uh)
-        _assemble(self.to_spectral(cross), uh, *k, self.nu, self.n / 3.0, self._force_coef(uh), self.k_force**2 + 1e-9, out)
+        _assemble(
+            self.to_spectral(cross),
+            uh,
+            *k,
+            self.nu,
+            self.n / 3.0,
+            self._force_coef(uh),
+            self.k_force**2 + 1e-9,
+            out,
+        )
         return out
 
     def _force_coef(self, uh: np.ndarray) -> float:
@@ -321,7 +331,9 @@ def run_to(solver: SpectralNS, t_end: float, cfl: float, max_steps: int = 100_00
     steps = 0
     while t_end - solver.time > 1e-12 * max(1.0, abs(t_end)):
         if steps >= max_steps:
-            raise RuntimeError(f"the run needs more than {max_steps} steps to reach t={t_end}; it has blown up")
+            raise RuntimeError(
+                f"the run needs more than {max_steps} steps to reach t={t_end}; it has blown up"
+            )
         left = t_end - solver.time
         dt = left / np.ceil(left / solver.cfl_dt(cfl))
         solver.step(dt)
@@ -330,7 +342,9 @@ def run_to(solver: SpectralNS, t_end: float, cfl: float, max_steps: int = 100_00
     return steps
 
 
-def write_isotropic_run(raw_dir: Path, dataset_id: str, store_url: str, config: DNSConfig) -> Generator[str, None, Path]:
+def write_isotropic_run(
+    raw_dir: Path, dataset_id: str, store_url: str, config: DNSConfig
+) -> Generator[str, None, Path]:
     """Run the DNS and write one HDF5 file per snapshot plus ``<dataset_id>.yaml``, the ingest descriptor.
 
     A generator: it yields progress lines and returns the descriptor's path (``path = yield from ...``).
@@ -360,7 +374,7 @@ def write_isotropic_run(raw_dir: Path, dataset_id: str, store_url: str, config: 
             run_to(solver, t0 + s * config.interval, config.cfl)
         u = solver.velocity().astype(np.float32)
         with h5py.File(raw_dir / f"snap_{s:04d}.h5", "w") as f:
-            for name, comp in zip(("u", "v", "w"), u):
+            for name, comp in zip(("u", "v", "w"), u, strict=True):
                 f.create_dataset(name, data=comp)  # array order (z, y, x)
             f.create_dataset("p", data=solver.pressure().astype(np.float32))
             f.attrs["time"] = solver.time
@@ -377,7 +391,9 @@ def write_isotropic_run(raw_dir: Path, dataset_id: str, store_url: str, config: 
         f"  {dataset_id}: Re_lambda={stats['re_lambda']:.1f}, k_max*eta={stats['k_max_eta']:.2f}, "
         f"u'={stats['u_rms']:.3f}, epsilon={stats['dissipation']:.4f}"
     )
-    descriptor = isotropic_descriptor(dataset_id, store_url, config, times, stats, mean_spectrum, energy, dissipation)
+    descriptor = isotropic_descriptor(
+        dataset_id, store_url, config, times, stats, mean_spectrum, energy, dissipation
+    )
     path = raw_dir / f"{dataset_id}.yaml"
     path.write_text(yaml.safe_dump(descriptor, sort_keys=False))
     return path

@@ -1,11 +1,12 @@
-"""Evaluate a spatial method at N points of one stored time step, reading each needed region once.
+"""Evaluate a spatial method at N points of stored time steps, reading each needed block once.
 
-The flow per batch of points: place every stencil (:func:`kernels.place_stencils`), reject points outside
-non-periodic axes, sort the points by the Morton key of the chunk holding their stencil centre (a radix
-sort), cut the sorted list into groups of neighbouring chunks, read each group's stencil bounding box
-once through the source (the storage :class:`~labservice.storage.ChunkReader`, so through its cache), and
-evaluate the group with the numba kernel. Results land in the caller's order. Memory is bounded by the
-batch size and the group block size, whatever N is.
+The flow per batch of points (:class:`Placement`): place every stencil once (:func:`kernels.place_points`,
+parallel), reject points outside non-periodic axes, and counting-sort the points by block and by the
+Morton index of a sub-cube inside the block. Then, for each stored time step asked for, each block with
+points is fetched once (:func:`blocks.block_array`: a cached padded block for dense requests, the
+stencils' bounding box otherwise, both through the storage chunk cache) and evaluated by one parallel
+numba kernel that writes straight into the caller's order. A placement is reused for every time step of
+a series. Memory is bounded by the batch size and the block size, whatever N is.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import numpy as np
 
 from labservice.errors import InvalidInput, OutOfDomain, unknown
 from labservice.interpolation import kernels
+from labservice.interpolation.blocks import BlockLayout, block_array
 from labservice.interpolation.weights import METHODS, AxisArrays, Method
 
-DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch index arrays (~60 bytes per point)
-DEFAULT_BLOCK = 128  # target edge (in nodes) of the box a group of chunks reads at once
+DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch placement arrays (~75 bytes per point)
+DEFAULT_BLOCK = 128  # target edge (in nodes) of a block; its padded box is what a kernel call reads
 
 
 class RegionSource(Protocol):
@@ -30,6 +32,33 @@ class RegionSource(Protocol):
     def meta(self): ...
 
     def region(self, variable: str, t: int, lo, hi) -> np.ndarray: ...
+
+
+@dataclass
+class Placement:
+    """One batch of points placed and sorted: everything but the data.
+
+    ``start``/``u``/``status`` (N, 3) per axis (see :func:`weights.place_axis`); block ``b`` holds the
+    points ``order[block_first[b]:block_first[b + 1]]``, neighbours next to each other.
+    """
+
+    points: np.ndarray
+    start: np.ndarray
+    u: np.ndarray
+    status: np.ndarray
+    order: np.ndarray
+    block_first: np.ndarray
+
+    @property
+    def clipped(self) -> np.ndarray:
+        """(N,) bool: points whose stencil was shifted one-sided at a non-periodic wall."""
+        return (self.status == 1).any(axis=1)
+
+    def blocks(self):
+        """``(block_id, point indices)`` of every block holding points."""
+        bf = self.block_first
+        for b in np.nonzero(bf[1:] > bf[:-1])[0]:
+            yield int(b), self.order[bf[b] : bf[b + 1]]
 
 
 @dataclass
@@ -103,7 +132,7 @@ class PointEvaluator:
     Parameters
     ----------
     source : RegionSource
-        Where grid values come from (a ``ChunkReader``).
+        Where grid values come from (a ``ChunkReader``; its ``cache`` also keeps padded blocks).
     variable : str
         The stored variable.
     method : str
@@ -111,7 +140,7 @@ class PointEvaluator:
     nder : int
         0 (values), 1 (gradient) or 2 (second derivatives).
     batch, block : int
-        Points per batch, and the target edge of a group's read box in nodes.
+        Points per batch, and the target block edge in nodes.
     """
 
     def __init__(self, source: RegionSource, variable: str, method: str, nder: int = 0,
@@ -128,29 +157,24 @@ class PointEvaluator:
         self.axes = AxisArrays.from_grid(meta.grid)
         self.ncomp = meta.variables[variable].ncomp
         self.batch = max(1, int(batch))
-        cz, cy, cx = meta.array_chunks(variable)[1:4]
-        self.chunk = np.array([cx, cy, cz], dtype=np.int64)
-        nchunks = [-(-n // c) for n, c in zip(meta.grid.shape, (cx, cy, cz))]
-        self.key_bits = 3 * max(1, int(np.ceil(np.log2(max(nchunks)))) if max(nchunks) > 1 else 1)
-        # Groups are aligned cubes of 2^k chunks per axis (contiguous in Morton order).
-        k = 0
-        while (2 ** (k + 1)) * max(cx, cy, cz) <= block and 3 * (k + 1) <= self.key_bits:
-            k += 1
-        self.group_shift = 3 * k
-        m = self.method
-        self.centre = m.width // 2 if m.name in ("none", "fd4noint", "fd6noint", "fd8noint") else (
-            3 if m.name == "fd4lag4" else m.width // 2 - 1)
+        self.layout = BlockLayout(meta, variable, block)
         self.nout = (1, 3, 6)[self.nder]
 
-    def place(self, points: np.ndarray, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Stencil starts (N, 3) and status (N, 3) for ``points``; raises OutOfDomain for outside points."""
+    def place(self, points: np.ndarray, offset: int = 0) -> Placement:
+        """Place and sort one batch of (N, 3) float64 points; raises OutOfDomain for outside points."""
         n = points.shape[0]
-        starts = np.empty((n, 3), dtype=np.int64)
+        start = np.empty((n, 3), dtype=np.int64)
+        u = np.empty((n, 3), dtype=np.float64)
         status = np.empty((n, 3), dtype=np.int8)
-        kernels.place_stencils(self.method.code, points, *self.axes.as_tuple(), starts, status)
-        if (status == 2).any():
+        keys = np.empty(n, dtype=np.int64)
+        lay = self.layout
+        bits = lay.sub_bits(n)
+        outside = kernels.place_points(self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks,
+                                       bits, start, u, status, keys)
+        if outside:
             raise _outside_error(self.meta, points, status, offset)
-        return starts, status
+        order, first = kernels.bucket_sort(keys, lay.count << (3 * bits))
+        return Placement(points, start, u, status, order, first[:: 1 << (3 * bits)].copy())
 
     def check(self, points) -> np.ndarray:
         """Validate points and their domain without reading data; returns the (N, 3) float64 array."""
@@ -158,6 +182,16 @@ class PointEvaluator:
         for i in range(0, p.shape[0], self.batch):
             self.place(p[i : i + self.batch], offset=i)
         return p
+
+    def evaluate(self, plan: Placement, t_index: int, out: np.ndarray) -> None:
+        """Evaluate a placed batch at stored time ``t_index`` into ``out`` (N, ncomp, nout) float64."""
+        width = self.method.width
+        axes = self.axes.as_tuple()
+        for b, idx in plan.blocks():
+            need_lo, need_hi = kernels.stencil_box(idx, plan.start, width)
+            region, origin = block_array(self.source, self.layout, t_index, b, need_lo, need_hi)
+            kernels.evaluate(self.method.code, self.nder, idx, plan.points, plan.start, plan.u, plan.status, region,
+                         origin, *axes, out)
 
     def __call__(self, t_index: int, points, out: np.ndarray | None = None) -> Evaluation:
         """Evaluate at stored time index ``t_index``; ``out`` (N, ncomp, nout) float64 may be given."""
@@ -167,8 +201,31 @@ class PointEvaluator:
             out = np.empty((n, self.ncomp, self.nout), dtype=np.float64)
         clipped = np.zeros(n, dtype=bool)
         for i in range(0, n, self.batch):
+            plan = self.place(p[i : i + self.batch], offset=i)
+            self.evaluate(plan, t_index, out[i : i + self.batch])
+            clipped[i : i + self.batch] = plan.clipped
+        return Evaluation(out, clipped)
+
+    def combine(self, steps, weights: np.ndarray, points) -> Evaluation:
+        """Time-combined values ``sum_k weights[j, k] * value(steps[k])``: (T, N, ncomp, nout).
+
+        Each batch is placed once and evaluated once per stored step, whatever the number T of
+        requested times.
+        """
+        p = as_points(points)
+        n = p.shape[0]
+        T = weights.shape[0]
+        out = np.zeros((T, n, self.ncomp, self.nout))
+        clipped = np.zeros(n, dtype=bool)
+        tmp = np.empty((min(n, self.batch), self.ncomp, self.nout))
+        for i in range(0, n, self.batch):
             j = min(n, i + self.batch)
-            self._batch(t_index, p[i:j], out[i:j], clipped[i:j], i)
+            plan = self.place(p[i:j], offset=i)
+            clipped[i:j] = plan.clipped
+            for k, step in enumerate(steps):
+                self.evaluate(plan, int(step), tmp[: j - i])
+                for r in np.nonzero(weights[:, k])[0]:
+                    out[r, i:j] += weights[r, k] * tmp[: j - i]
         return Evaluation(out, clipped)
 
     def groups(self, points: np.ndarray, offset: int = 0):
@@ -177,24 +234,15 @@ class PointEvaluator:
         Group g holds the points ``order[edges[g]:edges[g+1]]``, whose stencils lie in the node box
         ``lo[g] .. hi[g] - 1`` (x, y, z).
         """
-        starts, status = self.place(points, offset)
-        keys = np.empty(points.shape[0], dtype=np.uint64)
-        shift = np.full(3, self.centre, dtype=np.int64)
-        kernels.chunk_keys(starts, shift, self.axes.n, self.axes.periodic, self.chunk, keys)
-        order = kernels.radix_argsort(keys, self.key_bits)
-        edges, lo, hi = kernels.group_bounds(order, starts, keys, self.group_shift, self.method.width)
-        return starts, status, order, edges, lo, hi
-
-    def _batch(self, t_index: int, points: np.ndarray, out: np.ndarray, clipped: np.ndarray, offset: int) -> None:
-        _, status, order, edges, lo, hi = self.groups(points, offset)
-        clipped[:] = (status == 1).any(axis=1)
-        code = self.method.code
-        axes = self.axes.as_tuple()
-        for g in range(lo.shape[0]):
-            region = self.source.region(
-                self.variable, t_index, (lo[g, 2], lo[g, 1], lo[g, 0]), (hi[g, 2], hi[g, 1], hi[g, 0])
-            )
-            kernels.evaluate(code, self.nder, points, order[edges[g] : edges[g + 1]], lo[g], region, *axes, out)
+        plan = self.place(points, offset)
+        bf = plan.block_first
+        used = np.nonzero(bf[1:] > bf[:-1])[0]
+        edges = np.append(bf[used], bf[-1])
+        lo = np.empty((used.size, 3), dtype=np.int64)
+        hi = np.empty((used.size, 3), dtype=np.int64)
+        for g, b in enumerate(used):
+            lo[g], hi[g] = kernels.stencil_box(plan.order[bf[b] : bf[b + 1]], plan.start, self.method.width)
+        return plan.start, plan.status, plan.order, edges, lo, hi
 
 
 def evaluate_points(source: RegionSource, variable: str, t_index: int, points, method: str = "lag4",

@@ -1,9 +1,16 @@
-"""numba kernels: stencil placement and tensor-product evaluation over batches of points.
+"""numba kernels of the point engine: placement, bucket sort, and tensor-product evaluation per block.
 
-Data come in as one float32 region ``(nz, ny, nx, nc)`` whose node (0, 0, 0) is the global node ``lo``
-(x, y, z order, possibly negative on periodic axes). All components are evaluated together and sums are
-accumulated in float64. Points are processed in blocks of ``_BLOCK`` inside ``prange`` so each thread
-allocates its scratch space once per block, never per point.
+A request runs in three passes over each batch of points:
+
+1. :func:`place_points` (parallel): per point and axis the first stencil node, the position relative to
+   it (index units on uniform axes), a wall status, and a sort key: the block holding the stencil's base
+   node, then the Morton index of a small sub-cube of that block.
+2. :func:`bucket_sort`: a counting sort on those keys (one sequential histogram pass and one scatter),
+   so neighbouring points are evaluated together and each block's points are one contiguous range.
+3. :func:`evaluate` (parallel): for one block held as a float64 array, weights in closed form and the
+   tensor-product sums, written straight into the caller's order. Blocks are float64 (converted once
+   when a block is built and cached) because converting float32 on every load costs more than the sums.
+   All components are evaluated together, with float64 accumulation.
 """
 
 from __future__ import annotations
@@ -11,206 +18,252 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from labservice.interpolation.weights import SCRATCH_ROWS, WMAX, axis_weights, method_width, place
+from labservice.interpolation.weights import (
+    FD4LAG4,
+    SCRATCH_ROWS,
+    WMAX,
+    axis_weights,
+    method_offset,
+    method_width,
+    node_weights,
+    place,
+    place_uniform,
+)
 
-_BLOCK = 512
+_CHUNK = 256  # points per prange task: per-task scratch is allocated once per task, never per point
+
+
+@numba.njit(cache=True, inline="always")
+def _interleave(v, bits):
+    """Spread the low ``bits`` bits of v three apart (one axis of a small Morton index)."""
+    out = 0
+    for b in range(bits):
+        out |= ((v >> b) & 1) << (3 * b)
+    return out
 
 
 @numba.njit(parallel=True, cache=True)
-def place_stencils(code, points, n, periodic, uniform, x0, dx, period, coords, starts, status):
-    """First stencil node per point and axis (``starts`` (N, 3), x y z) and status (0, 1 clipped, 2 outside)."""
+def place_points(code, points, n, periodic, uniform, x0, dx, period, coords, block, nblocks, sub_bits,
+                 start, u, status, keys):
+    """Place every point's stencil and give it a sort key; returns the number of points outside.
+
+    ``start`` (N, 3) int64, ``u`` (N, 3) float64 and ``status`` (N, 3) int8 are filled per axis (x, y, z)
+    as :func:`~labservice.interpolation.weights.place_axis` says. ``keys[p]`` is
+    ``block_id << 3 * sub_bits | morton(sub-cube)``, where the block (edges ``block`` (x, y, z) nodes,
+    ``nblocks`` per axis, x fastest) holds the node ``start + offset`` and the sub-cube is one of at most
+    ``2**sub_bits`` per block edge. Points outside the domain get key 0 and status 2.
+    """
     npts = points.shape[0]
-    nblocks = (npts + _BLOCK - 1) // _BLOCK
-    for b in numba.prange(nblocks):
-        for p in range(b * _BLOCK, min(npts, (b + 1) * _BLOCK)):
-            for a in range(3):
-                _, _, s, st = place(code, a, points[p, a], n, periodic, uniform, x0, dx, period, coords)
-                starts[p, a] = s
+    off = method_offset(code)
+    sub_shift = np.zeros(3, dtype=np.int64)
+    for a in range(3):
+        while (block[a] >> sub_shift[a]) > (1 << sub_bits):
+            sub_shift[a] += 1
+    ntasks = (npts + _CHUNK - 1) // _CHUNK
+    bad = np.zeros(ntasks, dtype=np.int64)
+    for b in numba.prange(ntasks):
+        for p in range(b * _CHUNK, min(npts, (b + 1) * _CHUNK)):
+            bid = 0
+            morton = 0
+            worst = 0
+            for a in range(2, -1, -1):
+                x = points[p, a]
+                if uniform[a]:
+                    s, uu, st = place_uniform(code, x, n[a], periodic[a], x0[a], dx[a])
+                else:  # binary search over the coordinates (general path)
+                    _, _, s, st = place(code, a, x, n, periodic, uniform, x0, dx, period, coords)
+                    uu = 0.0
+                start[p, a] = s
+                u[p, a] = uu
                 status[p, a] = st
+                if st > worst:
+                    worst = st
+                c = max(s + off, 0)  # in [0, n) by construction (wrapped periodic index, or inside a wall)
+                bi = c // block[a]
+                bid = bid * nblocks[a] + bi
+                morton |= _interleave((c - bi * block[a]) >> sub_shift[a], sub_bits) << a
+            if worst == 2:
+                bad[b] += 1
+                keys[p] = 0
+            else:
+                keys[p] = (bid << (3 * sub_bits)) | morton
+    return bad.sum()
+
+
+@numba.njit(cache=True)
+def bucket_sort(keys, nbuckets):
+    """Stable counting sort of small integer keys: ``(order, first)`` where bucket k holds the points
+    ``order[first[k]:first[k + 1]]``."""
+    npts = keys.shape[0]
+    first = np.zeros(nbuckets + 1, dtype=np.int64)
+    for p in range(npts):
+        first[keys[p] + 1] += 1
+    for k in range(nbuckets):
+        first[k + 1] += first[k]
+    pos = first[:-1].copy()
+    order = np.empty(npts, dtype=np.int64)
+    for p in range(npts):
+        k = keys[p]
+        order[pos[k]] = p
+        pos[k] += 1
+    return order, first
+
+
+@numba.njit(cache=True)
+def stencil_box(order, start, width):
+    """Bounding box ``(lo, hi)`` (x, y, z; hi exclusive) of the stencils of the points ``order``."""
+    lo = np.empty(3, dtype=np.int64)
+    hi = np.empty(3, dtype=np.int64)
+    for a in range(3):
+        lo[a] = start[order[0], a]
+        hi[a] = lo[a] + width
+    for q in range(1, order.shape[0]):
+        p = order[q]
+        for a in range(3):
+            s = start[p, a]
+            if s < lo[a]:
+                lo[a] = s
+            if s + width > hi[a]:
+                hi[a] = s + width
+    return lo, hi
+
+
+@numba.njit(cache=True, nogil=True)
+def _evaluate_range(code, nder, q0, q1, order, points, start, u, status, R, lo, n, periodic, uniform, x0, dx,
+                    period, coords, out):
+    """Evaluate the points ``order[q0:q1]`` on block R (whose first node is ``lo``) into ``out``.
+
+    The loop body calls only scalar functions (weights per node come back as tuples) and indexes arrays
+    without slicing them: handing an array to a function costs reference-count updates, which were
+    the largest cost per point. ``flat`` indices are unsigned so numba adds no negative-index checks.
+    Non-uniform axes and ``fd4lag4`` take the general
+    :func:`~labservice.interpolation.weights.axis_weights` instead.
+    """
+    W = method_width(code)
+    nz, ny, nx, nc = R.shape
+    flat = R.reshape(-1)
+    sy = nx * nc
+    sz = ny * sy
+    w = np.zeros((3, 3, WMAX))  # [axis, derivative, node]
+    sc = np.empty((SCRATCH_ROWS, WMAX + 1))
+    fast = np.empty(3, dtype=np.bool_)
+    inv_h = np.empty(3)
+    for a in range(3):
+        fast[a] = uniform[a] != 0 and code != FD4LAG4
+        inv_h[a] = 1.0 / dx[a]
+    for q in range(q0, q1):
+        p = order[q]
+        for a in range(3):
+            if fast[a]:
+                ih = inv_h[a]
+                for j in range(W):
+                    v, d1, d2 = node_weights(code, W, j, u[p, a], status[p, a], nder)
+                    w[a, 0, j] = v
+                    w[a, 1, j] = d1 * ih
+                    w[a, 2, j] = d2 * ih * ih
+            else:
+                axis_weights(code, a, points[p, a], nder, n, periodic, uniform, x0, dx, period, coords, w[a], sc)
+        base = (start[p, 2] - lo[2]) * sz + (start[p, 1] - lo[1]) * sy + (start[p, 0] - lo[0]) * nc
+        if nc == 3 and nder == 0:  # velocity values: the three sums stay in registers
+            a0 = 0.0
+            a1 = 0.0
+            a2 = 0.0
+            for kz in range(W):
+                for ky in range(W):
+                    i = numba.uint64(base + kz * sz + ky * sy)
+                    r0 = 0.0
+                    r1 = 0.0
+                    r2 = 0.0
+                    for kx in range(W):
+                        c = w[0, 0, kx]
+                        r0 += c * flat[i]
+                        r1 += c * flat[i + numba.uint64(1)]
+                        r2 += c * flat[i + numba.uint64(2)]
+                        i += numba.uint64(3)
+                    f = w[2, 0, kz] * w[1, 0, ky]
+                    a0 += f * r0
+                    a1 += f * r1
+                    a2 += f * r2
+            out[p, 0, 0] = a0
+            out[p, 1, 0] = a1
+            out[p, 2, 0] = a2
+            continue
+        for comp in range(nc):
+            if nder == 0:
+                acc = 0.0
+                for kz in range(W):
+                    for ky in range(W):
+                        i = numba.uint64(base + kz * sz + ky * sy + comp)
+                        row = 0.0
+                        for kx in range(W):
+                            row += w[0, 0, kx] * flat[i]
+                            i += numba.uint64(nc)
+                        acc += w[2, 0, kz] * w[1, 0, ky] * row
+                out[p, comp, 0] = acc
+            elif nder == 1:
+                gx = 0.0
+                gy = 0.0
+                gz = 0.0
+                for kz in range(W):
+                    for ky in range(W):
+                        i = numba.uint64(base + kz * sz + ky * sy + comp)
+                        r0 = 0.0
+                        r1 = 0.0
+                        for kx in range(W):
+                            v = flat[i]
+                            r0 += w[0, 0, kx] * v
+                            r1 += w[0, 1, kx] * v
+                            i += numba.uint64(nc)
+                        gx += w[2, 0, kz] * w[1, 0, ky] * r1
+                        gy += w[2, 0, kz] * w[1, 1, ky] * r0
+                        gz += w[2, 1, kz] * w[1, 0, ky] * r0
+                out[p, comp, 0] = gx
+                out[p, comp, 1] = gy
+                out[p, comp, 2] = gz
+            else:
+                hxx = 0.0
+                hxy = 0.0
+                hxz = 0.0
+                hyy = 0.0
+                hyz = 0.0
+                hzz = 0.0
+                for kz in range(W):
+                    for ky in range(W):
+                        i = numba.uint64(base + kz * sz + ky * sy + comp)
+                        r0 = 0.0
+                        r1 = 0.0
+                        r2 = 0.0
+                        for kx in range(W):
+                            v = flat[i]
+                            r0 += w[0, 0, kx] * v
+                            r1 += w[0, 1, kx] * v
+                            r2 += w[0, 2, kx] * v
+                            i += numba.uint64(nc)
+                        hxx += w[2, 0, kz] * w[1, 0, ky] * r2
+                        hxy += w[2, 0, kz] * w[1, 1, ky] * r1
+                        hxz += w[2, 1, kz] * w[1, 0, ky] * r1
+                        hyy += w[2, 0, kz] * w[1, 2, ky] * r0
+                        hyz += w[2, 1, kz] * w[1, 1, ky] * r0
+                        hzz += w[2, 2, kz] * w[1, 0, ky] * r0
+                out[p, comp, 0] = hxx
+                out[p, comp, 1] = hxy
+                out[p, comp, 2] = hxz
+                out[p, comp, 3] = hyy
+                out[p, comp, 4] = hyz
+                out[p, comp, 5] = hzz
 
 
 @numba.njit(parallel=True, cache=True)
-def evaluate(code, nder, points, order, lo, region, n, periodic, uniform, x0, dx, period, coords, out):
-    """Evaluate the stencil of every point ``order[q]`` on ``region`` into ``out[order[q]]``.
+def evaluate(code, nder, order, points, start, u, status, R, lo, n, periodic, uniform, x0, dx, period, coords,
+             out):
+    """Evaluate every point ``order[q]`` on block R into ``out[order[q]]`` (N, nc, 1 | 3 | 6).
 
-    ``nder`` 0 gives the field (``out[..., 0]``), 1 the gradient (d/dx, d/dy, d/dz), 2 the six second
-    derivatives (xx, xy, xz, yy, yz, zz). ``out`` has shape (N, nc, 1 | 3 | 6).
+    R is a float64 C-contiguous block (z, y, x, c) whose node (0, 0, 0) is the global node ``lo``
+    (x, y, z). ``nder`` 0 gives the field, 1 the gradient (d/dx, d/dy, d/dz), 2 the six second
+    derivatives (xx, xy, xz, yy, yz, zz). Tasks of ``_CHUNK`` consecutive (so neighbouring) points run
+    in parallel.
     """
-    width = method_width(code)
-    nc = region.shape[3]
     nq = order.shape[0]
-    nblocks = (nq + _BLOCK - 1) // _BLOCK
-    for b in numba.prange(nblocks):
-        wx = np.empty((3, WMAX))
-        wy = np.empty((3, WMAX))
-        wz = np.empty((3, WMAX))
-        sc = np.empty((SCRATCH_ROWS, WMAX + 1))
-        row = np.empty((3, nc))
-        acc = np.empty((nc, 6))
-        for q in range(b * _BLOCK, min(nq, (b + 1) * _BLOCK)):
-            p = order[q]
-            sx, _ = axis_weights(code, 0, points[p, 0], nder, n, periodic, uniform, x0, dx, period, coords, wx, sc)
-            sy, _ = axis_weights(code, 1, points[p, 1], nder, n, periodic, uniform, x0, dx, period, coords, wy, sc)
-            sz, _ = axis_weights(code, 2, points[p, 2], nder, n, periodic, uniform, x0, dx, period, coords, wz, sc)
-            ox = sx - lo[0]
-            oy = sy - lo[1]
-            oz = sz - lo[2]
-            acc[:, :] = 0.0
-            if nder == 0:
-                for kz in range(width):
-                    cz = wz[0, kz]
-                    if cz == 0.0:
-                        continue
-                    for ky in range(width):
-                        a00 = cz * wy[0, ky]
-                        if a00 == 0.0:
-                            continue
-                        for c in range(nc):
-                            row[0, c] = 0.0
-                        for kx in range(width):
-                            cx = wx[0, kx]
-                            for c in range(nc):
-                                row[0, c] += cx * region[oz + kz, oy + ky, ox + kx, c]
-                        for c in range(nc):
-                            acc[c, 0] += a00 * row[0, c]
-                for c in range(nc):
-                    out[p, c, 0] = acc[c, 0]
-            elif nder == 1:
-                for kz in range(width):
-                    for ky in range(width):
-                        a00 = wz[0, kz] * wy[0, ky]
-                        a01 = wz[0, kz] * wy[1, ky]  # d/dy
-                        a10 = wz[1, kz] * wy[0, ky]  # d/dz
-                        if a00 == 0.0 and a01 == 0.0 and a10 == 0.0:
-                            continue
-                        for c in range(nc):
-                            row[0, c] = 0.0
-                            row[1, c] = 0.0
-                        for kx in range(width):
-                            c0 = wx[0, kx]
-                            c1 = wx[1, kx]
-                            for c in range(nc):
-                                v = region[oz + kz, oy + ky, ox + kx, c]
-                                row[0, c] += c0 * v
-                                row[1, c] += c1 * v
-                        for c in range(nc):
-                            acc[c, 0] += a00 * row[1, c]
-                            acc[c, 1] += a01 * row[0, c]
-                            acc[c, 2] += a10 * row[0, c]
-                for c in range(nc):
-                    for j in range(3):
-                        out[p, c, j] = acc[c, j]
-            else:
-                for kz in range(width):
-                    for ky in range(width):
-                        a00 = wz[0, kz] * wy[0, ky]
-                        a01 = wz[0, kz] * wy[1, ky]
-                        a10 = wz[1, kz] * wy[0, ky]
-                        a02 = wz[0, kz] * wy[2, ky]
-                        a11 = wz[1, kz] * wy[1, ky]
-                        a20 = wz[2, kz] * wy[0, ky]
-                        if a00 == 0.0 and a01 == 0.0 and a10 == 0.0 and a02 == 0.0 and a11 == 0.0 and a20 == 0.0:
-                            continue
-                        for c in range(nc):
-                            row[0, c] = 0.0
-                            row[1, c] = 0.0
-                            row[2, c] = 0.0
-                        for kx in range(width):
-                            c0 = wx[0, kx]
-                            c1 = wx[1, kx]
-                            c2 = wx[2, kx]
-                            for c in range(nc):
-                                v = region[oz + kz, oy + ky, ox + kx, c]
-                                row[0, c] += c0 * v
-                                row[1, c] += c1 * v
-                                row[2, c] += c2 * v
-                        for c in range(nc):
-                            acc[c, 0] += a00 * row[2, c]  # xx
-                            acc[c, 1] += a01 * row[1, c]  # xy
-                            acc[c, 2] += a10 * row[1, c]  # xz
-                            acc[c, 3] += a02 * row[0, c]  # yy
-                            acc[c, 4] += a11 * row[0, c]  # yz
-                            acc[c, 5] += a20 * row[0, c]  # zz
-                for c in range(nc):
-                    for j in range(6):
-                        out[p, c, j] = acc[c, j]
-
-
-@numba.njit(cache=True)
-def spread_bits(v):
-    """Spread the low 21 bits of v so that two zero bits separate each (Morton interleaving)."""
-    v = v & 0x1FFFFF
-    v = (v | (v << 32)) & 0x1F00000000FFFF
-    v = (v | (v << 16)) & 0x1F0000FF0000FF
-    v = (v | (v << 8)) & 0x100F00F00F00F00F
-    v = (v | (v << 4)) & 0x10C30C30C30C30C3
-    v = (v | (v << 2)) & 0x1249249249249249
-    return v
-
-
-@numba.njit(cache=True)
-def chunk_keys(starts, shift, n, periodic, chunk, keys):
-    """Morton key of the chunk holding each stencil's centre node (wrapped on periodic axes)."""
-    for p in range(starts.shape[0]):
-        key = np.uint64(0)
-        for a in range(3):
-            j = starts[p, a] + shift[a]
-            if periodic[a]:
-                j = j % n[a]
-            else:
-                j = min(max(j, 0), n[a] - 1)
-            key |= np.uint64(spread_bits(np.uint64(j // chunk[a]))) << np.uint64(a)
-        keys[p] = key
-
-
-@numba.njit(cache=True)
-def radix_argsort(keys, nbits):
-    """Stable LSD radix argsort of uint64 keys that fit in ``nbits`` bits (8 bits per pass)."""
-    npts = keys.shape[0]
-    order = np.arange(npts)
-    tmp = np.empty(npts, dtype=np.int64)
-    count = np.empty(257, dtype=np.int64)
-    shift = 0
-    while shift < nbits:
-        count[:] = 0
-        for q in range(npts):
-            d = (keys[order[q]] >> np.uint64(shift)) & np.uint64(255)
-            count[d + 1] += 1
-        for d in range(256):
-            count[d + 1] += count[d]
-        for q in range(npts):
-            d = (keys[order[q]] >> np.uint64(shift)) & np.uint64(255)
-            tmp[count[d]] = order[q]
-            count[d] += 1
-        order, tmp = tmp, order
-        shift += 8
-    return order
-
-
-@numba.njit(cache=True)
-def group_bounds(order, starts, keys, group_shift, width):
-    """Split sorted points into runs sharing ``keys >> group_shift`` and give each run's stencil box.
-
-    Returns ``(edges, lo, hi)``: run r covers ``order[edges[r]:edges[r+1]]``; its stencils lie in nodes
-    ``lo[r] .. hi[r] - 1`` (x, y, z).
-    """
-    npts = order.shape[0]
-    edges = np.empty(npts + 1, dtype=np.int64)
-    lo = np.empty((npts, 3), dtype=np.int64)
-    hi = np.empty((npts, 3), dtype=np.int64)
-    ng = 0
-    gshift = np.uint64(group_shift)
-    for q in range(npts):
-        p = order[q]
-        if q == 0 or (keys[p] >> gshift) != (keys[order[q - 1]] >> gshift):
-            edges[ng] = q
-            for a in range(3):
-                lo[ng, a] = starts[p, a]
-                hi[ng, a] = starts[p, a] + width
-            ng += 1
-        else:
-            for a in range(3):
-                lo[ng - 1, a] = min(lo[ng - 1, a], starts[p, a])
-                hi[ng - 1, a] = max(hi[ng - 1, a], starts[p, a] + width)
-    edges[ng] = npts
-    return edges[: ng + 1].copy(), lo[:ng].copy(), hi[:ng].copy()
+    for b in numba.prange((nq + _CHUNK - 1) // _CHUNK):
+        _evaluate_range(code, nder, b * _CHUNK, min(nq, (b + 1) * _CHUNK), order, points, start, u, status, R,
+                        lo, n, periodic, uniform, x0, dx, period, coords, out)

@@ -489,20 +489,163 @@ def _fdlag_weights(a, i, t, start, nder, n, periodic, uniform, x0, dx, period, c
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Hot path: placement once per point, then closed-form weights from the placement
+# ---------------------------------------------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def method_offset(code):
+    """Stencil nodes before the base node (the cell's lower node, or the nearest node for fd*noint/none)."""
+    if code == NONE or code == FD4 or code == FD6 or code == FD8:
+        return method_width(code) // 2
+    if code == FD4LAG4:
+        return 3
+    return method_width(code) // 2 - 1
+
+
+# Tables as flat tuples: numba freezes them as constants, so the scalar functions below touch no arrays
+# (passing arrays into functions costs reference-count updates per call, which dominated the hot loop).
+_INV_DEN_T = tuple(float(v) for v in LAG_INV_DEN.ravel())
+_FD1_T = tuple(float(v) for v in FD_FIRST.ravel())
+_FD2_T = tuple(float(v) for v in FD_SECOND.ravel())
+_M1Q4_T = tuple(float(v) for v in M1Q4_COEF.ravel())
+_M2Q8_T = tuple(float(v) for v in M2Q8_COEF.ravel())
+
+
+@numba.njit(cache=True, inline="always")
+def place_uniform(code, x, nn, periodic, x0, h):
+    """Placement of coordinate x on a uniform axis (nn nodes from x0, spacing h): ``(start, u, status)``.
+
+    ``start`` is the first stencil node (``start + method_offset`` lies in [0, nn)), ``status`` 0
+    interior, 1 shifted at a wall, 2 outside (or not finite), and ``u`` the position in index units
+    relative to ``start`` (for nearest-node methods the node itself, an integer): all the closed-form
+    weights need. Same rules as :func:`place` (snapping, wrapping, wall shifts); scalars only.
+    """
+    if not np.isfinite(x):
+        return 0, 0.0, 2
+    t = (x - x0) / h
+    if periodic:
+        t = t - nn * np.floor(t / nn)
+        if t >= nn:
+            t = 0.0
+    r = np.floor(t + 0.5)
+    if abs(t - r) <= SNAP * max(1.0, abs(t)):
+        t = r
+        if periodic and t >= nn:
+            t = 0.0
+    if not periodic and (t < 0.0 or t > nn - 1):
+        return 0, 0.0, 2
+    width = method_width(code)
+    nearest = code == NONE or code == FD4 or code == FD6 or code == FD8
+    if nearest:
+        i = int(np.floor(t + 0.5))
+        if periodic and i >= nn:
+            i -= nn
+    else:
+        i = int(np.floor(t))
+        if not periodic and i >= nn - 1:
+            i = nn - 2 if nn >= 2 else 0
+    start = i - method_offset(code)
+    status = 0
+    if not periodic:
+        if start < 0:
+            start = 0
+            status = 1
+        elif start + width > nn:
+            start = nn - width
+            status = 1
+    u = float(i - start) if nearest else t - start
+    return start, u, status
+
+
+@numba.njit(cache=True, inline="always")
+def lagrange_node(W, j, u, nder):
+    """Weight of node j of the Lagrange polynomial on nodes 0..W-1 at u, with its first and second
+    u-derivatives: ``(v, d1, d2)``. O(W) products, constant denominators; exactly 0 or 1 at nodes."""
+    p0 = 1.0
+    p1 = 0.0
+    p2 = 0.0
+    for k in range(W):
+        if k != j:
+            d = u - k
+            if nder >= 2:
+                p2 = p2 * d + 2.0 * p1
+            if nder >= 1:
+                p1 = p1 * d + p0
+            p0 = p0 * d
+    c = _INV_DEN_T[W * WMAX + j]
+    v = p0 * c
+    if u == j:
+        v = 1.0
+    return v, p1 * c, p2 * c
+
+
+@numba.njit(cache=True, inline="always")
+def node_weights(code, W, j, u, status, nder):
+    """Weights of node j (0..W-1) of a stencil placed by :func:`place_uniform` on a uniform axis, in index
+    units: ``(value, d/du, d2/du2)``. Exact FD tables, spline polynomials, or Lagrange (also for stencils
+    shifted at a wall, where splines become Lagrange of the same width and FD derivatives come from the
+    shifted polynomial). Not for ``fd4lag4``, which :func:`axis_weights` handles."""
+    if code == NONE:
+        return 1.0, 0.0, 0.0
+    if code == FD4 or code == FD6 or code == FD8:
+        v = 1.0 if j == int(u) else 0.0
+        if nder == 0:
+            return v, 0.0, 0.0
+        if status == 0:
+            row = (code - FD4) * WMAX
+            return v, _FD1_T[row + j], _FD2_T[row + j]
+        _, d1, d2 = lagrange_node(W, j, u, nder)
+        return v, d1, d2
+    if status == 0 and (code == M1Q4 or code == M2Q8):
+        f = u - (W // 2 - 1)
+        v = 0.0
+        d1 = 0.0
+        d2 = 0.0
+        deg = 4 if code == M1Q4 else 6
+        for q in range(deg - 1, -1, -1):  # Horner, with derivatives
+            d2 = d2 * f + 2.0 * d1
+            d1 = d1 * f + v
+            v = v * f + (_M1Q4_T[j * 4 + q] if code == M1Q4 else _M2Q8_T[j * 6 + q])
+        return v, d1, d2
+    return lagrange_node(W, j, u, nder)
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Python-level helpers (tests, documentation)
 # ---------------------------------------------------------------------------------------------------------
 def weights_1d(method: str, x: float, axis, nder: int = 2) -> tuple[int, np.ndarray, int]:
     """Weights of ``method`` at coordinate ``x`` on one :class:`~labservice.storage.metadata.Axis`.
 
     Returns ``(start, w, status)`` with ``w`` of shape (3, width): value, first and second derivative
-    weights over nodes ``start .. start + width - 1``.
+    weights over nodes ``start .. start + width - 1``. Uses the kernels' own placement and weights.
     """
     from labservice.storage.metadata import Grid
 
     grid = Grid(x=axis, y=axis, z=axis)
     arrs = AxisArrays.from_grid(grid)
     code = METHODS[method].code
+    width = METHODS[method].width
     w = np.zeros((3, WMAX))
     sc = np.zeros((SCRATCH_ROWS, WMAX + 1))
-    start, status = axis_weights(code, 0, float(x), nder, *arrs.as_tuple(), w, sc)
-    return int(start), w[:, : METHODS[method].width].copy(), int(status)
+    start, status = _weights_1d(code, width, float(x), nder, *arrs.as_tuple(), w, sc)
+    return int(start), w[:, :width].copy(), int(status)
+
+
+@numba.njit(cache=True)
+def _weights_1d(code, width, x, nder, n, periodic, uniform, x0, dx, period, coords, w, sc):
+    """The kernels' per-axis path (placement, then closed form or the general fallback) for one x."""
+    if uniform[0]:
+        start, u, status = place_uniform(code, x, n[0], periodic[0], x0[0], dx[0])
+    else:
+        _, _, start, status = place(code, 0, x, n, periodic, uniform, x0, dx, period, coords)
+    if status == 2:
+        return start, status
+    if uniform[0] and code != FD4LAG4:
+        ih = 1.0 / dx[0]
+        for j in range(width):
+            v, d1, d2 = node_weights(code, width, j, u, status, nder)
+            w[0, j] = v
+            w[1, j] = d1 * ih
+            w[2, j] = d2 * ih * ih
+    else:
+        axis_weights(code, 0, x, nder, n, periodic, uniform, x0, dx, period, coords, w, sc)
+    return start, status

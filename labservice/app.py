@@ -36,6 +36,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "labservice.routers.points",
     "labservice.routers.cutout",
     "labservice.routers.jobs",
+    "labservice.routers.cosmology",
 )
 
 DESCRIPTION = """\
@@ -45,7 +46,8 @@ arbitrary points, box filters, thresholds and cutouts.
 Bodies are JSON or msgpack (`Content-Type: application/msgpack`); responses follow `Accept`. In msgpack,
 arrays are `{dtype, shape, data: raw bytes}`. Send `Authorization: Bearer <token>` for a registered
 token's limits; without one you get the public limits (4096 points per request, small cutouts, no jobs).
-Every response carries `X-Lab-Cost`, `X-RateLimit-Limit` and `X-RateLimit-Remaining`.
+Every response carries `X-Lab-Cost` (points x times, scanned nodes, or cutout bytes), `X-RateLimit-Limit`
+and `X-RateLimit-Remaining` (requests left this minute). Big cutouts and point sets run as jobs (`/api/v1/jobs`).
 """
 
 
@@ -88,6 +90,10 @@ def _opener(cache_bytes: int) -> Any:
 async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     settings: Settings = app.state.settings
     urls = await run_in_threadpool(find_datasets, settings)
+    from labservice.datasets.simulation import SimulationRegistry
+
+    simulations = await run_in_threadpool(SimulationRegistry.discover, settings.data_dir)
+    urls = {**simulations.density_urls(), **urls}  # each simulation's density is also a field dataset
     registry = await run_in_threadpool(DatasetRegistry.open, urls, _opener(settings.cache_bytes))
     for ds_id, reason in registry.failed.items():
         log.warning("dataset %s not served: %s", ds_id, reason)
@@ -101,8 +107,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 
         await run_in_threadpool(start_jobs, app, settings)
     try:
-        yield {"settings": settings, "registry": registry, "tokens": tokens, "public_limits": public_limits(settings)}
+        yield {
+            "settings": settings,
+            "registry": registry,
+            "simulations": simulations,
+            "tokens": tokens,
+            "public_limits": public_limits(settings),
+        }
     finally:
+        simulations.close()
         if own_jobs:
             from labservice.jobs import stop_jobs
 

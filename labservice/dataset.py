@@ -129,19 +129,13 @@ class Dataset:
         pts = as_points(points)
         if steps.size > 1 or pts.shape[0] > ev.batch:
             ev.check(pts)  # validate the whole domain before reading anything
-        T, n = len(qtimes), pts.shape[0]
-        clipped = np.zeros(n, dtype=bool)
-        if steps.size == 1 and T == 1:
+        if steps.size == 1 and len(qtimes) == 1:
             e = ev(int(steps[0]), pts)
             raw = e.values[None] if W[0, 0] == 1.0 else W[0, 0] * e.values[None]
-            clipped = e.clipped
-        else:
-            raw = np.zeros((T, n, ev.ncomp, ev.nout))
-            for k, step in enumerate(steps):
-                e = ev(int(step), pts)
-                clipped = e.clipped
-                for j in np.nonzero(W[:, k])[0]:
-                    raw[j] += W[j, k] * e.values
+        else:  # each batch placed once, then evaluated once per needed stored step
+            e = ev.combine(steps, W, pts)
+            raw = e.values
+        clipped = e.clipped
         if is_derived:
             return derived.compute(operator, raw, self._nu()), clipped
         return finish(raw, operator), clipped

@@ -25,7 +25,18 @@ MSGPACK = "application/msgpack"
 JSON = "application/json"
 _MSGPACK_TYPES = ("application/msgpack", "application/x-msgpack", "application/vnd.msgpack")
 # Arrays a client may send: plain numbers only, so nothing can smuggle objects in.
-_ARRAY_DTYPES = {"float32", "float64", "int32", "int64", "uint32", "uint64", "int8", "uint8", "int16", "uint16"}
+_ARRAY_DTYPES = {
+    "float32",
+    "float64",
+    "int32",
+    "int64",
+    "uint32",
+    "uint64",
+    "int8",
+    "uint8",
+    "int16",
+    "uint16",
+}
 _MAX_DIMS = 8
 # Bodies and answers smaller than this are encoded on the event loop; bigger ones in a worker thread,
 # so that one large JSON request does not stall everybody else's small ones.
@@ -73,7 +84,9 @@ def _array_from_msgpack(obj: dict[str, Any]) -> np.ndarray:
     except TypeError:
         raise InvalidInput(f"unknown array dtype {dtype_name!r}; use float64 or float32") from None
     if dtype.name not in _ARRAY_DTYPES or dtype.byteorder == ">":
-        raise InvalidInput(f"array dtype {dtype_name!r} is not accepted; use little-endian float64 or float32")
+        raise InvalidInput(
+            f"array dtype {dtype_name!r} is not accepted; use little-endian float64 or float32"
+        )
     if (
         not isinstance(shape, (list, tuple))
         or len(shape) > _MAX_DIMS
@@ -110,7 +123,7 @@ def decode_body(raw: bytes, content_type: str | None) -> dict[str, Any]:
     elif content_type is None or "json" in content_type:
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # bad bytes, bad syntax, absurd nesting or digits
             raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     else:
         raise InvalidInput(

@@ -22,7 +22,12 @@ from labservice.errors import LabError
 
 log = logging.getLogger("labservice")
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "limit_exceeded", 415: "unsupported_media_type"}
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "limit_exceeded",
+    415: "unsupported_media_type",
+}
 
 
 def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -62,7 +62,9 @@ def create_cutout_zarr(
         )
     for name in COORDS:
         values = np.asarray(layout["coords"][name], dtype=np.float64)
-        arr = group.create_array(name, shape=values.shape, dtype="float64", dimension_names=(name,), compressors=None)
+        arr = group.create_array(
+            name, shape=values.shape, dtype="float64", dimension_names=(name,), compressors=None
+        )
         arr[:] = values
 
 
@@ -168,3 +170,62 @@ def xdmf_text(h5_name: str, group: Any, variables: list[str], coords: dict[str, 
         + "\n".join(grids)
         + "\n   </Grid>\n  </Domain>\n</Xdmf>\n"
     )
+
+
+EMPTY = np.uint64(2**64 - 1)
+
+
+def encode_shard(
+    block: np.ndarray | Callable[[tuple[int, int, int]], np.ndarray],
+    corner: tuple[int, int, int],
+    shape: tuple[int, int, int],
+    shard: tuple[int, int, int],
+    chunk: tuple[int, int, int],
+) -> list[memoryview | bytes]:
+    """Encode one output shard as zarr's sharding codec does for our arrays, without going through zarr.
+
+    The arrays are created by :func:`create_cutout_zarr` with raw little-endian float32 inner chunks and a
+    crc32c-protected index at the end, so a shard is: the inner chunks in Morton order (zarr's order),
+    then the (offset, nbytes) index in C order, then the index's crc32c. Edge chunks are padded with the
+    fill value (NaN); chunks wholly outside the array are left out, as zarr leaves out empty chunks.
+
+    Parameters
+    ----------
+    block
+        (nz, ny, nx, nc) float32 values of the shard's part inside the array, or a function giving the
+        values of inner chunk (iz, iy, ix) of the shard (clipped to the array), to skip one copy.
+    corner
+        Array index (z, y, x) of the shard's first point.
+    shape, shard, chunk
+        Array spatial shape, shard shape and inner chunk shape, all (z, y, x).
+
+    Returns
+    -------
+    list
+        The shard's bytes in consecutive pieces (join them, or write them one after the other).
+    """
+    import crc32c
+    from zarr.core.indexing import morton_order_iter
+
+    per = tuple(s // c for s, c in zip(shard, chunk, strict=True))
+    index = np.full((*per, 2), EMPTY, dtype="<u8")
+    parts: list[memoryview | bytes] = []
+    offset = 0
+    for _, iz, iy, ix, _ in morton_order_iter((1, *per, 1)):
+        lo = (iz * chunk[0], iy * chunk[1], ix * chunk[2])
+        if any(corner[a] + lo[a] >= shape[a] for a in range(3)):
+            continue  # wholly outside the array: an empty chunk
+        if callable(block):
+            piece = block((iz, iy, ix))
+        else:
+            piece = block[lo[0] : lo[0] + chunk[0], lo[1] : lo[1] + chunk[1], lo[2] : lo[2] + chunk[2]]
+        if piece.shape[:3] != chunk:
+            padded = np.full((*chunk, piece.shape[3]), np.nan, dtype="<f4")
+            padded[: piece.shape[0], : piece.shape[1], : piece.shape[2]] = piece
+            piece = padded
+        data = memoryview(np.ascontiguousarray(piece, dtype="<f4")).cast("B")
+        index[iz, iy, ix] = (offset, data.nbytes)
+        offset += data.nbytes
+        parts.append(data)
+    index_bytes = index.tobytes()
+    return [*parts, index_bytes, np.uint32(crc32c.crc32c(index_bytes)).astype("<u4").tobytes()]

@@ -143,8 +143,13 @@ class JobRegistry:
         and the insert run in one write transaction, so concurrent submissions cannot both slip through.
         """
         job = JobRecord(
-            id=uuid.uuid4().hex[:16], owner=owner, kind=kind, params=params, status="queued",
-            created=time.time(), nbytes=int(nbytes),
+            id=uuid.uuid4().hex[:16],
+            owner=owner,
+            kind=kind,
+            params=params,
+            status="queued",
+            created=time.time(),
+            nbytes=int(nbytes),
         )
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -217,9 +222,7 @@ class JobRegistry:
         with self._connect() as db:
             db.execute("UPDATE jobs SET done=? WHERE id=? AND status='running'", (done, job_id))
 
-    def finish(
-        self, job_id: str, files: list[dict[str, Any]], nbytes: int, expires: float
-    ) -> bool:
+    def finish(self, job_id: str, files: list[dict[str, Any]], nbytes: int, expires: float) -> bool:
         """Record success. Only a running job can become done (never one cancelled meanwhile)."""
         with self._connect() as db:
             cur = db.execute(
@@ -229,7 +232,9 @@ class JobRegistry:
             )
         return cur.rowcount == 1
 
-    def end(self, job_id: str, status: str, error: str | None = None, from_statuses: tuple[str, ...] = ACTIVE) -> bool:
+    def end(
+        self, job_id: str, status: str, error: str | None = None, from_statuses: tuple[str, ...] = ACTIVE
+    ) -> bool:
         """Move a job to a final status (failed, cancelled, expired) from one of ``from_statuses``."""
         assert status in FINAL
         with self._connect() as db:

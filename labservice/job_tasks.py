@@ -77,7 +77,9 @@ def source_dataset(url: str, options: dict[str, Any] | None = None) -> Any:
     """An in-process :class:`labservice.dataset.Dataset`, opened once per worker process."""
     import labservice
 
-    return _cached(_datasets, _key(url, options), lambda: labservice.open_dataset(url, storage_options=options))
+    return _cached(
+        _datasets, _key(url, options), lambda: labservice.open_dataset(url, storage_options=options)
+    )
 
 
 def with_retries(fn: Callable[[], T], what: str, deadline: float = RETRY_SECONDS) -> T:
@@ -105,13 +107,25 @@ def _part_name(part: int, suffix: str = "json") -> str:
     return f"{PARTS}/{part:06d}.{suffix}"
 
 
+class JobCancelled(Exception):
+    """Raised by a straggling task of a cancelled job instead of writing into its deleted prefix."""
+
+
+def _check_live(scratch: Scratch, job: str) -> None:
+    if with_retries(lambda: scratch.cancelled(job), "checking for cancellation"):
+        raise JobCancelled(f"job {job} was cancelled")
+
+
 def _committed(scratch: Scratch, job: str, part: int) -> dict[str, Any] | None:
     if not with_retries(lambda: scratch.exists(job, _part_name(part)), "checking a part record"):
         return None
-    return json.loads(with_retries(lambda: scratch.read_bytes(job, _part_name(part)), "reading a part record"))
+    return json.loads(
+        with_retries(lambda: scratch.read_bytes(job, _part_name(part)), "reading a part record")
+    )
 
 
 def _commit(scratch: Scratch, job: str, part: int, record: dict[str, Any]) -> dict[str, Any]:
+    _check_live(scratch, job)
     data = json.dumps(record, sort_keys=True).encode()
     with_retries(lambda: scratch.put_bytes(job, _part_name(part), data), "committing a part record")
     return record
@@ -124,7 +138,7 @@ def shard_blocks(counts: tuple[int, int, int], shard: tuple[int, int, int]) -> l
     """Output shard indices (iz, iy, ix) of a (nz, ny, nx) output, in Morton order of the shard index."""
     from labservice.storage.morton import morton_argsort
 
-    nb = [-(-n // s) for n, s in zip(counts, shard)]
+    nb = [-(-n // s) for n, s in zip(counts, shard, strict=True)]
     iz, iy, ix = (a.ravel() for a in np.meshgrid(*(np.arange(n) for n in nb), indexing="ij"))
     order = morton_argsort(ix, iy, iz)
     return [(int(iz[i]), int(iy[i]), int(ix[i])) for i in order]
@@ -140,48 +154,62 @@ def run_cutout_part(spec: dict[str, Any]) -> dict[str, Any]:
     """Read the source region of each output shard in ``spec["blocks"]`` and store it as one shard object.
 
     Each block is ``{"variable", "t_in", "t_out", "shard": [iz, iy, ix], "x": [start, stop, step], "y",
-    "z"}`` with source index ranges already cut to the shard's output extent.
+    "z"}`` with source index ranges already cut to the shard's output extent. ``spec`` also carries the
+    output array's spatial ``shape``, ``shard_shape`` and ``chunk_shape`` (z, y, x).
     """
-    import zarr
-    from zarr.core.buffer import default_buffer_prototype
-
     from labservice.cutout.region import read_cutout
+    from labservice.job_outputs import encode_shard
 
     scratch, job, part = _scratch(spec), spec["job"], spec["part"]
     done = _committed(scratch, job, part)
     if done is not None:
         return done
-    reader = with_retries(lambda: source_reader(spec["dataset_url"], spec.get("dataset_options")), "opening the dataset")
-    prototype = default_buffer_prototype()
-    meta_json: dict[str, bytes] = {}
+    reader = with_retries(
+        lambda: source_reader(spec["dataset_url"], spec.get("dataset_options")), "opening the dataset"
+    )
+    shape, shard, chunk = (tuple(spec[k]) for k in ("shape", "shard_shape", "chunk_shape"))
     entries: list[dict[str, Any]] = []
     for block in spec["blocks"]:
-        var = block["variable"]
-        array_path = f"{spec['zarr_path']}/{var}"
-        if var not in meta_json:
-            meta_json[var] = with_retries(
-                lambda p=array_path: scratch.read_bytes(job, f"{p}/zarr.json"), "reading output metadata"
-            )
-        cut = with_retries(
-            lambda b=block: read_cutout(reader, b["variable"], b["t_in"], x=tuple(b["x"]), y=tuple(b["y"]), z=tuple(b["z"])),
-            "reading the source region",
-        )
-        # Encode the shard exactly as the output array would, then upload the one object it produced.
-        objects: dict[str, Any] = {"zarr.json": prototype.buffer.from_bytes(meta_json[var])}
-        arr = zarr.open_array(zarr.storage.MemoryStore(store_dict=objects), mode="r+")
-        sz, sy, sx = arr.shards[1:4]
         iz, iy, ix = block["shard"]
-        z0, y0, x0 = iz * sz, iy * sy, ix * sx
-        nz, ny, nx = cut.data.shape[:3]
-        arr[block["t_out"], z0 : z0 + nz, y0 : y0 + ny, x0 : x0 + nx, :] = cut.data
-        for key, buf in objects.items():
-            if key == "zarr.json":
-                continue
-            name = f"{array_path}/{key}"
-            data = buf.to_bytes()
-            entry = with_retries(lambda n=name, d=data: scratch.put_bytes(job, n, d), "writing an output shard")
-            entries.append(entry.to_dict())
+        corner = (iz * shard[0], iy * shard[1], ix * shard[2])
+        source = _aligned_chunks(reader, block, chunk)
+        if source is None:
+            source = with_retries(
+                lambda b=block: (
+                    read_cutout(
+                        reader, b["variable"], b["t_in"], x=tuple(b["x"]), y=tuple(b["y"]), z=tuple(b["z"])
+                    ).data
+                ),
+                "reading the source region",
+            )
+        data = encode_shard(source, corner, shape, shard, chunk)
+        del source
+        name = f"{spec['zarr_path']}/{block['variable']}/c/{block['t_out']}/{iz}/{iy}/{ix}/0"
+        _check_live(scratch, job)
+        entry = with_retries(lambda n=name, d=data: scratch.put_parts(job, n, d), "writing an output shard")
+        entries.append(entry.to_dict())
     return _commit(scratch, job, part, {"part": part, "files": entries})
+
+
+def _aligned_chunks(reader: Any, block: dict[str, Any], chunk: tuple[int, ...]) -> Callable[..., Any] | None:
+    """A function handing out the reader's own chunks when output inner chunks are exactly source inner
+    chunks (stride 1, same size, aligned, no wrap, float32); None otherwise (read_cutout then assembles)."""
+    var, t = block["variable"], block["t_in"]
+    meta = reader.meta
+    if tuple(meta.array_chunks(var)[1:4]) != tuple(chunk) or meta.variables[var].dtype != "float32":
+        return None
+    ranges = [block[a] for a in ("z", "y", "x")]
+    for (start, stop, step), c, n in zip(ranges, chunk, meta.grid.array_shape, strict=True):
+        # The block must end on a chunk boundary or the grid's end, so no chunk holds values past it.
+        if step != 1 or start % c or start < 0 or stop > n or (stop % c and stop != n):
+            return None
+    first = tuple(r[0] // c for r, c in zip(ranges, chunk, strict=True))
+
+    def get(local: tuple[int, int, int]) -> np.ndarray:
+        idx = (first[0] + local[0], first[1] + local[1], first[2] + local[2])
+        return with_retries(lambda: reader.chunk(var, t, idx), "reading a source chunk")
+
+    return get
 
 
 def finalize_cutout(spec: dict[str, Any], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -216,7 +244,9 @@ def finalize_cutout(spec: dict[str, Any], records: list[dict[str, Any]]) -> list
         objects.append(entry)
     missing = set(data_objects) - {o["name"] for o in objects}
     if missing:
-        raise StorageUnavailable(f"{len(missing)} committed shards are missing from the scratch store, e.g. {sorted(missing)[0]}")
+        raise StorageUnavailable(
+            f"{len(missing)} committed shards are missing from the scratch store, e.g. {sorted(missing)[0]}"
+        )
     files: list[dict[str, Any]] = []
     formats = spec["formats"]
     if "zarr" in formats:
@@ -225,12 +255,17 @@ def finalize_cutout(spec: dict[str, Any], records: list[dict[str, Any]]) -> list
         if fmt in ("hdf5", "netcdf"):
             from labservice.job_outputs import assemble
 
-            for entry in with_retries(lambda f=fmt: assemble(scratch, job, zarr_path, f, spec), f"writing {fmt}"):
+            for entry in with_retries(
+                lambda f=fmt: assemble(scratch, job, zarr_path, f, spec), f"writing {fmt}"
+            ):
                 files.append(entry.to_dict() | {"format": fmt})
     manifest = {"job": job, "files": files, "objects": objects if "zarr" in formats else []}
     if "zarr" not in formats:
         with_retries(lambda: scratch.delete(job, zarr_path), "removing the working zarr")
-    m = with_retries(lambda: scratch.put_bytes(job, MANIFEST, json.dumps(manifest, indent=1).encode()), "writing the manifest")
+    m = with_retries(
+        lambda: scratch.put_bytes(job, MANIFEST, json.dumps(manifest, indent=1).encode()),
+        "writing the manifest",
+    )
     return [*files, m.to_dict() | {"format": "json"}]
 
 
@@ -241,7 +276,12 @@ def tree_entry(name: str, objects: list[dict[str, Any]]) -> dict[str, Any]:
     h = hashlib.sha256()
     for o in sorted(objects, key=lambda o: o["name"]):
         h.update(f"{o['name'][len(name) + 1 :]}\t{o['size']}\t{o['sha256']}\n".encode())
-    return {"name": name, "size": sum(o["size"] for o in objects), "sha256": h.hexdigest(), "objects": len(objects)}
+    return {
+        "name": name,
+        "size": sum(o["size"] for o in objects),
+        "sha256": h.hexdigest(),
+        "objects": len(objects),
+    }
 
 
 # -- points and particles --------------------------------------------------------------------------
@@ -265,7 +305,8 @@ def morton_order(meta: Any, points: np.ndarray, cell: int = 1) -> np.ndarray:
 
 def _read_points(scratch: Scratch, job: str, start: int, stop: int) -> np.ndarray:
     raw = with_retries(
-        lambda: scratch.read_bytes(job, f"{WORK}/points.f64", start * 24, stop * 24), "reading the job's points"
+        lambda: scratch.read_bytes(job, f"{WORK}/points.f64", start * 24, stop * 24),
+        "reading the job's points",
     )
     return np.frombuffer(raw, dtype=np.float64).reshape(-1, 3).copy()
 
@@ -283,7 +324,9 @@ def run_points_part(spec: dict[str, Any]) -> dict[str, Any]:
     if done is not None:
         return done
     pts = _read_points(scratch, job, spec["start"], spec["stop"])
-    ds = with_retries(lambda: source_dataset(spec["dataset_url"], spec.get("dataset_options")), "opening the dataset")
+    ds = with_retries(
+        lambda: source_dataset(spec["dataset_url"], spec.get("dataset_options")), "opening the dataset"
+    )
     call = dict(spec["call"])
     if spec["kind"] == "points":
         values = with_retries(lambda: ds.points(call.pop("variable"), pts, **call), "evaluating points")
@@ -291,11 +334,22 @@ def run_points_part(spec: dict[str, Any]) -> dict[str, Any]:
         track = with_retries(lambda: ds.track(pts, **call), "tracking particles")
         values = track.trajectory if call.get("every") else track.positions
     values = np.asarray(values)
-    entry = with_retries(lambda: scratch.put_bytes(job, _part_name(part, "npy"), _npy_bytes(values)), "writing a part")
+    _check_live(scratch, job)
+    entry = with_retries(
+        lambda: scratch.put_bytes(job, _part_name(part, "npy"), _npy_bytes(values)), "writing a part"
+    )
     return _commit(
-        scratch, job, part,
-        {"part": part, "start": spec["start"], "stop": spec["stop"], "shape": list(values.shape),
-         "dtype": str(values.dtype), "files": [entry.to_dict()]},
+        scratch,
+        job,
+        part,
+        {
+            "part": part,
+            "start": spec["start"],
+            "stop": spec["stop"],
+            "shape": list(values.shape),
+            "dtype": str(values.dtype),
+            "files": [entry.to_dict()],
+        },
     )
 
 
@@ -308,7 +362,9 @@ def finalize_points(spec: dict[str, Any], records: list[dict[str, Any]]) -> list
     import tempfile
 
     scratch, job = _scratch(spec), spec["job"]
-    order = np.frombuffer(with_retries(lambda: scratch.read_bytes(job, f"{WORK}/order.i64"), "reading the order"), np.int64)
+    order = np.frombuffer(
+        with_retries(lambda: scratch.read_bytes(job, f"{WORK}/order.i64"), "reading the order"), np.int64
+    )
     records = sorted(records, key=lambda r: r["part"])
     first = records[0]
     axis = spec["point_axis"]
@@ -319,7 +375,9 @@ def finalize_points(spec: dict[str, Any], records: list[dict[str, Any]]) -> list
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.dtype(first["dtype"]), shape=tuple(shape))
         for r in records:
-            raw = with_retries(lambda r=r: scratch.read_bytes(job, _part_name(r["part"], "npy")), "reading a part")
+            raw = with_retries(
+                lambda r=r: scratch.read_bytes(job, _part_name(r["part"], "npy")), "reading a part"
+            )
             values = np.load(io.BytesIO(raw), allow_pickle=False)
             where = [slice(None)] * len(shape)
             where[axis] = order[r["start"] : r["stop"]]

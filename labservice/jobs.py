@@ -190,7 +190,11 @@ class JobEngine:
         self.scratch = Scratch(scratch_url, scratch_options)
         self.scheduler = scheduler
         self.resolve_dataset = resolve_dataset or (lambda ds: (ds, None))
-        self.n_workers, self.threads_per_worker, self.worker_memory = n_workers, threads_per_worker, worker_memory
+        self.n_workers, self.threads_per_worker, self.worker_memory = (
+            n_workers,
+            threads_per_worker,
+            worker_memory,
+        )
         self.ttl = ttl_days * DAY
         self.shard_edge, self.chunk_edge = shard_edge, chunk_edge
         self.task_bytes, self.points_per_task = task_bytes, points_per_task
@@ -213,8 +217,12 @@ class JobEngine:
             self.client = Client(self.scheduler, set_as_default=False, timeout=30)
         else:
             self.cluster = LocalCluster(
-                n_workers=self.n_workers, threads_per_worker=self.threads_per_worker, processes=True,
-                host="127.0.0.1", dashboard_address=None, memory_limit=self.worker_memory,
+                n_workers=self.n_workers,
+                threads_per_worker=self.threads_per_worker,
+                processes=True,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:0",
+                memory_limit=self.worker_memory,
             )
             self.client = Client(self.cluster, set_as_default=False)
         for rec in self.registry.list(statuses=("cancelled", "failed")):
@@ -324,6 +332,7 @@ class JobEngine:
         rec = self.get(owner, job_id)
         if rec.status in ACTIVE:
             self.registry.end(job_id, "cancelled", "cancelled by its owner")
+            self.scratch.tombstone(job_id)  # stragglers check it before every write
             with self._lock:
                 live = self._live.get(job_id)
             if live is not None and self.client is not None:
@@ -331,8 +340,20 @@ class JobEngine:
                 self._drain(job_id, timeout)
         elif rec.status == "done":
             self.registry.end(job_id, "expired", "deleted by its owner", from_statuses=("done",))
-        self.scratch.delete(job_id)
+        self._delete_all(job_id)
         return self.get(owner, job_id)
+
+    def _delete_all(self, job_id: str, rounds: int = 5) -> None:
+        """Delete the job's prefix until it stays empty (a write racing the delete is caught next round)."""
+        for _ in range(rounds):
+            try:
+                self.scratch.delete(job_id)
+            except LabError:
+                pass  # e.g. "directory not empty" when a file appeared mid-delete: go round again
+            time.sleep(0.2)
+            if not self.scratch.list(job_id):
+                return
+        self.scratch.delete(job_id)
 
     def wait(self, job_id: str, timeout: float = 300.0, poll: float = 0.2) -> JobRecord:
         """Block until the job is in a final state; TimeoutError after ``timeout`` seconds."""
@@ -344,7 +365,9 @@ class JobEngine:
             if rec.status in FINAL:
                 return rec
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {rec.status} ({rec.done}/{rec.total}) after {timeout} s")
+                raise TimeoutError(
+                    f"job {job_id} still {rec.status} ({rec.done}/{rec.total}) after {timeout} s"
+                )
             time.sleep(poll)
 
     def file_entry(self, owner: str | None, job_id: str, name: str) -> dict[str, Any]:
@@ -430,12 +453,19 @@ class JobEngine:
         self.scratch.put_bytes(job_id, f"{tasks.WORK}/points.f64", np.ascontiguousarray(pts[order]).tobytes())
         self.scratch.put_bytes(job_id, f"{tasks.WORK}/order.i64", order.tobytes())
 
-    def _plan(self, rec: JobRecord) -> tuple[Callable[..., Any], list[dict[str, Any]], Callable[..., Any], dict[str, Any]]:
+    def _plan(
+        self, rec: JobRecord
+    ) -> tuple[Callable[..., Any], list[dict[str, Any]], Callable[..., Any], dict[str, Any]]:
         """Task function, task specs, finalizer and its spec. Creates the output skeleton once."""
         req = parse_request(rec.params)
         url, options = self.resolve_dataset(req.dataset)
         meta = self._meta(url, options)
-        base = {"job": rec.id, "scratch": list(self.scratch.spec()), "dataset_url": url, "dataset_options": options}
+        base = {
+            "job": rec.id,
+            "scratch": list(self.scratch.spec()),
+            "dataset_url": url,
+            "dataset_options": options,
+        }
         if req.kind == "cutout":
             return self._plan_cutout(rec, req, meta, base)
         return self._plan_points(rec, req, meta, base)
@@ -457,35 +487,59 @@ class JobEngine:
             for t_out, t in enumerate(t_in):
                 for iz, iy, ix in tasks.shard_blocks(counts, tuple(shard)):
                     sub = {}
-                    for a, i, s, n in (("z", iz, shard[0], counts[0]), ("y", iy, shard[1], counts[1]), ("x", ix, shard[2], counts[2])):
+                    for a, i, s, n in (
+                        ("z", iz, shard[0], counts[0]),
+                        ("y", iy, shard[1], counts[1]),
+                        ("x", ix, shard[2], counts[2]),
+                    ):
                         r = ranges[a]
                         lo, hi = i * s, min((i + 1) * s, n)
                         sub[a] = [r.start + lo * r.step, r.start + (hi - 1) * r.step + 1, r.step]
                     blocks.append({"variable": var, "t_in": t, "t_out": t_out, "shard": [iz, iy, ix], **sub})
         ncomp = max(len(p.components) for p in plans.values())
         groups = tasks.group_by_bytes(blocks, 4 * int(np.prod(shard)) * ncomp, self.task_bytes)
-        specs = [base | {"part": i, "zarr_path": zarr_path, "blocks": g} for i, g in enumerate(groups)]
+        geometry = {"shape": list(counts), "shard_shape": shard, "chunk_shape": chunk}
+        specs = [
+            base | geometry | {"part": i, "zarr_path": zarr_path, "blocks": g} for i, g in enumerate(groups)
+        ]
         if not self.scratch.exists(rec.id, f"{tasks.WORK}/skeleton.json"):
             # A fresh start (or a crash before the skeleton was complete): no part may survive it.
             self.scratch.delete(rec.id, tasks.PARTS)
             layout = {
-                "variables": {v: {"components": list(p.components), "units": p.units} for v, p in plans.items()},
+                "variables": {
+                    v: {"components": list(p.components), "units": p.units} for v, p in plans.items()
+                },
                 "shape": [len(t_in), *counts],
                 "shard": shard,
                 "chunk": chunk,
-                "coords": {"time": [float(meta.times[t]) for t in t_in], **{a: first.coords(a).tolist() for a in "zyx"}},
-                "attrs": {"dataset": meta.id, "title": meta.title,
-                          "ranges": {a: [r.start, r.stop, r.step] for a, r in ranges.items()}},
+                "coords": {
+                    "time": [float(meta.times[t]) for t in t_in],
+                    **{a: first.coords(a).tolist() for a in "zyx"},
+                },
+                "attrs": {
+                    "dataset": meta.id,
+                    "title": meta.title,
+                    "ranges": {a: [r.start, r.stop, r.step] for a, r in ranges.items()},
+                },
             }
             create_cutout_zarr(self.scratch, rec.id, zarr_path, layout)
             self.scratch.put_bytes(rec.id, f"{tasks.WORK}/skeleton.json", json.dumps(layout).encode())
-        final = base | {"zarr_path": zarr_path, "formats": list(dict.fromkeys(req.formats)), "variables": req.variables}
+        final = base | {
+            "zarr_path": zarr_path,
+            "formats": list(dict.fromkeys(req.formats)),
+            "variables": req.variables,
+        }
         return tasks.run_cutout_part, specs, tasks.finalize_cutout, final
 
     def _plan_points(self, rec: JobRecord, req: Any, meta: Any, base: dict[str, Any]) -> Any:
         n = self.scratch.size(rec.id, f"{tasks.WORK}/points.f64") // 24
         if req.kind == "points":
-            call = {"variable": req.variable, "spatial": req.spatial, "temporal": req.temporal, "operator": req.operator}
+            call = {
+                "variable": req.variable,
+                "spatial": req.spatial,
+                "temporal": req.temporal,
+                "operator": req.operator,
+            }
             if req.times is not None:
                 call["times"] = list(req.times)
                 nt = _series_length(req.times)
@@ -494,8 +548,15 @@ class JobEngine:
                 nt = 1
             axis = 1 if req.times is not None else 0
         else:
-            call = {"t_start": req.t_start, "t_end": req.t_end, "dt": req.dt, "scheme": req.scheme,
-                    "every": req.every, "spatial": req.spatial, "temporal": req.temporal}
+            call = {
+                "t_start": req.t_start,
+                "t_end": req.t_end,
+                "dt": req.dt,
+                "scheme": req.scheme,
+                "every": req.every,
+                "spatial": req.spatial,
+                "temporal": req.temporal,
+            }
             nt = max(1, int(np.ceil(abs(req.t_end - req.t_start) / req.dt)))
             axis = 1 if req.every else 0
         per = max(256, self.points_per_task // nt)
@@ -503,12 +564,19 @@ class JobEngine:
             base | {"kind": req.kind, "part": i, "start": a, "stop": min(a + per, n), "call": call}
             for i, a in enumerate(range(0, n, per))
         ]
-        return tasks.run_points_part, specs, tasks.finalize_points, base | {"kind": req.kind, "point_axis": axis}
+        return (
+            tasks.run_points_part,
+            specs,
+            tasks.finalize_points,
+            base | {"kind": req.kind, "point_axis": axis},
+        )
 
     # -- running -----------------------------------------------------------------------------------
     def _launch(self, job_id: str) -> None:
         session = uuid.uuid4().hex[:8]
-        thread = threading.Thread(target=self._run, args=(job_id, session), name=f"labservice-job-{job_id}", daemon=True)
+        thread = threading.Thread(
+            target=self._run, args=(job_id, session), name=f"labservice-job-{job_id}", daemon=True
+        )
         with self._lock:
             self._live[job_id] = _Live(thread, [], session)
         thread.start()
@@ -534,10 +602,17 @@ class JobEngine:
             return
         fn, specs, finalize, final_spec = self._plan(rec)
         if not self.registry.start(job_id, total=len(specs)):
-            return  # cancelled while planning
+            self.scratch.delete(job_id)  # cancelled while planning: drop the skeleton just made
+            return
         futures = [
-            self.client.submit(fn, spec, key=f"job-{job_id}-{session}-{spec['part']}", pure=False,
-                               retries=self.retries, priority=-i)
+            self.client.submit(
+                fn,
+                spec,
+                key=f"job-{job_id}-{session}-{spec['part']}",
+                pure=False,
+                retries=self.retries,
+                priority=-i,
+            )
             for i, spec in enumerate(specs)
         ]
         with self._lock:
@@ -561,8 +636,14 @@ class JobEngine:
                 self.registry.progress(job_id, done)
         if self.registry.get(job_id).status != "running":  # type: ignore[union-attr]
             return
-        fin = self.client.submit(finalize, final_spec, records, key=f"job-{job_id}-{session}-final",
-                                 pure=False, retries=self.retries)
+        fin = self.client.submit(
+            finalize,
+            final_spec,
+            records,
+            key=f"job-{job_id}-{session}-final",
+            pure=False,
+            retries=self.retries,
+        )
         with self._lock:
             if job_id in self._live:
                 self._live[job_id].futures = [fin]
@@ -638,8 +719,12 @@ def engine_from_settings(settings: Any, datasets: Any = None) -> JobEngine:
         return store.url, getattr(store, "storage_options", None)
 
     return JobEngine(
-        db, scratch, getattr(settings, "scratch_options", None) or None, scheduler=settings.dask_scheduler,
-        resolve_dataset=resolve if datasets is not None else None, ttl_days=settings.job_ttl_days,
+        db,
+        scratch,
+        getattr(settings, "scratch_options", None) or None,
+        scheduler=settings.dask_scheduler,
+        resolve_dataset=resolve if datasets is not None else None,
+        ttl_days=settings.job_ttl_days,
     )
 
 

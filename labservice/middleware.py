@@ -27,7 +27,9 @@ def caller_from_headers(
         return Caller(token_id=None, name=client_host or "anonymous", limits=public)
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("send the token as 'Authorization: Bearer lab_...', or no header for public access")
+        raise Unauthorized(
+            "send the token as 'Authorization: Bearer lab_...', or no header for public access"
+        )
     if tokens is None:
         raise Unauthorized("this server has no token database; call it without an Authorization header")
     return tokens.verify(token.strip())
@@ -51,7 +53,10 @@ class LimitsMiddleware:
         client = scope.get("client")
         try:
             caller = caller_from_headers(
-                headers, client[0] if client else "", state.get("tokens"), state.get("public_limits", Limits())
+                headers,
+                client[0] if client else "",
+                state.get("tokens"),
+                state.get("public_limits", Limits()),
             )
             remaining = self.rate.take(caller.key, caller.limits.requests_per_minute)
             self.inflight.enter(caller.key, caller.limits.max_concurrent)

@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=256 * MIB, ge=1024, description="Largest request body accepted.")
     sync_cutout_bytes: int = Field(
-        default=1024 * MIB, ge=0, description="Largest cutout served synchronously to any caller; above it, use a job."
+        default=1024 * MIB,
+        ge=0,
+        description="Largest cutout served synchronously to any caller; above it, use a job.",
     )
 
     # Public (no token) limits.
@@ -51,9 +53,13 @@ class Settings(BaseSettings):
         default=None,
         description="Run the batch-job engine (Dask). Unset: on for `labservice serve`, off for create_app().",
     )
-    scratch_url: str | None = Field(default=None, description="Where job outputs go (local path or fsspec URL).")
+    scratch_url: str | None = Field(
+        default=None, description="Where job outputs go (local path or fsspec URL)."
+    )
     dask_scheduler: str | None = Field(default=None, description="Address of a Dask scheduler for jobs.")
-    job_ttl_days: float = Field(default=7.0, gt=0, description="Job outputs are deleted after this many days.")
+    job_ttl_days: float = Field(
+        default=7.0, gt=0, description="Job outputs are deleted after this many days."
+    )
 
     def token_db_path(self) -> Path | None:
         """The SQLite token file in use, or None when tokens are not configured."""

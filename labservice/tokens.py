@@ -85,7 +85,9 @@ class TokenStore:
     def list(self) -> list[TokenRecord]:
         """Every token, oldest first."""
         with self._connect() as db:
-            rows = db.execute("SELECT id, name, created, revoked, limits FROM tokens ORDER BY created").fetchall()
+            rows = db.execute(
+                "SELECT id, name, created, revoked, limits FROM tokens ORDER BY created"
+            ).fetchall()
         return [TokenRecord(r[0], r[1], r[2], bool(r[3]), _limits_from_json(r[4])) for r in rows]
 
     def revoke(self, token_id: str) -> None:
@@ -112,7 +114,9 @@ class TokenStore:
             raise bad
         token_id, _, secret = token[len(PREFIX) :].partition("_")
         with self._connect() as db:
-            row = db.execute("SELECT name, hash, revoked, limits FROM tokens WHERE id = ?", (token_id,)).fetchone()
+            row = db.execute(
+                "SELECT name, hash, revoked, limits FROM tokens WHERE id = ?", (token_id,)
+            ).fetchone()
         # Compare even when the id is unknown, so the timing does not tell ids apart.
         stored = row[1] if row else _hash("")
         if not hmac.compare_digest(stored, _hash(secret)) or row is None or row[2]:

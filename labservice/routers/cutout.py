@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import numpy as np
-
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
@@ -24,7 +23,9 @@ _RANGE_HELP = (
     "On periodic axes start may be negative and stop may pass the end (indices wrap)."
 )
 Variable = Annotated[str, Query(description="Variable name.", examples=["velocity"])]
-Time = Annotated[float, Query(description="A stored time (cutouts are not interpolated in time).", examples=[0.0])]
+Time = Annotated[
+    float, Query(description="A stored time (cutouts are not interpolated in time).", examples=[0.0])
+]
 XRange = Annotated[str | None, Query(description=_RANGE_HELP, examples=["0:64:2"])]
 YRange = Annotated[str | None, Query(description=_RANGE_HELP, examples=["0:64:2"])]
 ZRange = Annotated[str | None, Query(description=_RANGE_HELP, examples=["0:32"])]
@@ -38,7 +39,9 @@ Format = Annotated[
 ]
 
 
-def _job_hint(dataset_id: str, variable: str, time: float, x: str | None, y: str | None, z: str | None) -> str:
+def _job_hint(
+    dataset_id: str, variable: str, time: float, x: str | None, y: str | None, z: str | None
+) -> str:
     """The job request that asks for the same cutout (see the jobs API)."""
     ranges = "".join(f', "{k}": "{v}"' for k, v in (("x", x), ("y", y), ("z", z)) if v)
     return (
@@ -135,7 +138,9 @@ def _render_plane(ds: Any, plan: Any, t_index: int, normal: str, comp: int, opti
     h, v = getattr(cut, hname), getattr(cut, vname)
     uniform = ds.meta.grid.axis(hname).uniform and ds.meta.grid.axis(vname).uniform
     where = float(getattr(cut, normal)[0])
-    title = f"{ds.meta.id} {plan.variable} {plan.components[comp]}, {normal} = {where:.4g}, t = {cut.time:.4g}"
+    title = (
+        f"{ds.meta.id} {plan.variable} {plan.components[comp]}, {normal} = {where:.4g}, t = {cut.time:.4g}"
+    )
     return render_slice_png(
         plane,
         extent=(float(h[0]), float(h[-1]), float(v[0]), float(v[-1])),
@@ -179,7 +184,9 @@ async def slice_png(
     plan = plan_cutout(ds.meta, variable, **_plane_ranges(ds.meta, axis, index))
     t_index = time_index(ds.meta, time)
     comp = _component_index(plan.components, component)
-    check_cutout_bytes(caller.limits, plan.nbytes, settings.sync_cutout_bytes, "ask for a strided cutout instead")
+    check_cutout_bytes(
+        caller.limits, plan.nbytes, settings.sync_cutout_bytes, "ask for a strided cutout instead"
+    )
     request.state.cost = plan.nbytes
     options = {"cmap": cmap, "vmin": vmin, "vmax": vmax, "width_px": width}
     png = await run_in_threadpool(_render_plane, ds, plan, t_index, axis, comp, options)

@@ -6,8 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from labservice.errors import unknown
 from labservice.limits import Caller
-from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings
+from labservice.datasets.simulation import SimulationRegistry
+from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings, get_simulations
 from labservice.settings import Settings
 from labservice.storage.metadata import DatasetMeta
 
@@ -77,9 +79,14 @@ def dataset_summary(dataset_id: str, meta: DatasetMeta) -> dict[str, Any]:
     operation_id="list_datasets",
     responses={200: {"content": {"application/json": {"example": {"datasets": [_SUMMARY_EXAMPLE]}}}}},
 )
-def list_datasets(registry: Annotated[DatasetRegistry, Depends(get_datasets)]) -> dict[str, Any]:
+def list_datasets(
+    registry: Annotated[DatasetRegistry, Depends(get_datasets)],
+    sims: Annotated[SimulationRegistry, Depends(get_simulations)],
+) -> dict[str, Any]:
     """Every dataset served: id, title, kind, grid summary, variables and time range."""
-    return {"datasets": [dataset_summary(ds_id, ds.meta) for ds_id, ds in registry.items()]}
+    fields = [dataset_summary(ds_id, ds.meta) for ds_id, ds in registry.items()]
+    # Cosmology simulations (kind "cosmology") are listed with their own summary.
+    return {"datasets": fields + [sim.summary() for _, sim in sims.items()]}
 
 
 @router.get(
@@ -91,7 +98,9 @@ def list_datasets(registry: Annotated[DatasetRegistry, Depends(get_datasets)]) -
                 "application/json": {
                     "example": {
                         **_SUMMARY_EXAMPLE,
-                        "metadata": {"grid": {"x": {"size": 64, "periodic": True, "start": 0.0, "step": 0.098}}},
+                        "metadata": {
+                            "grid": {"x": {"size": 64, "periodic": True, "start": 0.0, "step": 0.098}}
+                        },
                         "methods": {"spatial": {"lag4": {"width": 4}}, "temporal": ["none", "pchip"]},
                         "limits": {"points_per_request": 4096, "max_cutout_bytes": 16777216},
                     }
@@ -107,12 +116,18 @@ def get_dataset(
     registry: Annotated[DatasetRegistry, Depends(get_datasets)],
     caller: Annotated[Caller, Depends(get_caller)],
     settings: Annotated[Settings, Depends(get_settings)],
+    sims: Annotated[SimulationRegistry, Depends(get_simulations)],
 ) -> dict[str, Any]:
     """Full metadata (grid, times, variables, units), supported methods and operators, and your limits."""
-    meta = registry.get(dataset_id).meta
     limits = caller.limits.as_dict()
     limits["max_cutout_bytes"] = min(int(limits["max_cutout_bytes"]), settings.sync_cutout_bytes)
     limits["max_body_bytes"] = settings.max_body_bytes
+    if dataset_id in sims and dataset_id not in registry.ids():
+        caller_info = {"name": caller.name if caller.token_id else "public", "token_id": caller.token_id}
+        return {**sims.get(dataset_id).summary(), "caller": caller_info, "limits": limits}
+    if dataset_id not in registry.ids() and dataset_id not in registry.failed:
+        raise unknown("dataset", dataset_id, [*registry.ids(), *sims.ids()])
+    meta = registry.get(dataset_id).meta
     return {
         **dataset_summary(dataset_id, meta),
         "metadata": meta.model_dump(mode="json"),

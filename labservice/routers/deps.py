@@ -18,6 +18,7 @@ from labservice.settings import Settings
 
 if TYPE_CHECKING:
     from labservice.dataset import Dataset
+    from labservice.datasets.simulation import SimulationRegistry
 
 
 class DatasetRegistry:
@@ -31,7 +32,9 @@ class DatasetRegistry:
         Ids whose store could not be opened, with the reason (reported by health, answered with 503).
     """
 
-    def __init__(self, datasets: dict[str, Dataset] | None = None, failed: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, datasets: dict[str, Dataset] | None = None, failed: dict[str, str] | None = None
+    ) -> None:
         self._datasets = dict(datasets or {})
         self.failed = dict(failed or {})
 
@@ -71,6 +74,16 @@ def get_settings(request: Request) -> Settings:
 def get_datasets(request: Request) -> DatasetRegistry:
     """The registry of published datasets."""
     return request.state.registry
+
+
+def get_simulations(request: Request) -> SimulationRegistry:
+    """The registry of published cosmology simulations (empty when the app found none)."""
+    sims = getattr(request.state, "simulations", None)
+    if sims is None:
+        from labservice.datasets.simulation import SimulationRegistry
+
+        sims = SimulationRegistry()
+    return sims
 
 
 def get_caller(request: Request) -> Caller:

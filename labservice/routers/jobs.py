@@ -68,10 +68,25 @@ Who = Annotated[Caller, Depends(get_caller)]
             "content": {
                 "application/json": {
                     "examples": {
-                        "cutout": {"value": {"kind": "cutout", "dataset": "isotropic64", "variables": ["velocity"],
-                                             "times": [0.0], "x": "0:64:2", "formats": ["zarr"]}},
-                        "points": {"value": {"kind": "points", "dataset": "isotropic64", "variable": "velocity",
-                                             "time": 0.1, "points": [[0.1, 0.2, 0.3]]}},
+                        "cutout": {
+                            "value": {
+                                "kind": "cutout",
+                                "dataset": "isotropic64",
+                                "variables": ["velocity"],
+                                "times": [0.0],
+                                "x": "0:64:2",
+                                "formats": ["zarr"],
+                            }
+                        },
+                        "points": {
+                            "value": {
+                                "kind": "points",
+                                "dataset": "isotropic64",
+                                "variable": "velocity",
+                                "time": 0.1,
+                                "points": [[0.1, 0.2, 0.3]],
+                            }
+                        },
                     }
                 },
                 "application/msgpack": {},
@@ -79,8 +94,9 @@ Who = Annotated[Caller, Depends(get_caller)]
         }
     },
 )
-async def submit_job(request: Request, engine: Engine, caller: Who,
-                     settings: Annotated[Settings, Depends(get_settings)]) -> JSONResponse:
+async def submit_job(
+    request: Request, engine: Engine, caller: Who, settings: Annotated[Settings, Depends(get_settings)]
+) -> JSONResponse:
     """Submit a batch job (cutout, points or particles); answers 202 with its id and links."""
     raw = await read_body(request, settings.max_body_bytes)
     body = decode_body(raw, request.headers.get("content-type"))
@@ -135,7 +151,10 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     "/jobs/{job_id}/files/{name:path}",
     operation_id="get_job_file",
     response_class=StreamingResponse,
-    responses={206: {"description": "Partial content for a Range request."}, 416: {"description": "Bad range."}},
+    responses={
+        206: {"description": "Partial content for a Range request."},
+        416: {"description": "Bad range."},
+    },
 )
 async def get_job_file(
     job_id: str, name: str, engine: Engine, caller: Who, range: Annotated[str | None, Header()] = None
@@ -157,4 +176,6 @@ async def get_job_file(
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     chunks = engine.scratch.iter_range(job_id, name, start, end)  # a sync iterator: run in a thread pool
-    return StreamingResponse(chunks, status_code=status, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(
+        chunks, status_code=status, headers=headers, media_type="application/octet-stream"
+    )

@@ -6,8 +6,16 @@ import math
 from typing import Annotated, Any
 
 import numpy as np
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, FiniteFloat, PlainSerializer, WithJsonSchema
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from labservice.encoding import as_points
 
@@ -84,7 +92,9 @@ class ParticlesRequest(_Body):
     t_end: FiniteFloat
     dt: FiniteFloat = Field(gt=0, description="Integration time step.")
     scheme: str = Field(default="rk2", description="rk2 or rk4.")
-    every: FiniteFloat | None = Field(default=None, gt=0, description="Output interval; default: start and end.")
+    every: FiniteFloat | None = Field(
+        default=None, gt=0, description="Output interval; default: start and end."
+    )
     spatial: str = "lag4"
     temporal: str = "pchip"
     variable: str = Field(default="velocity", description="The 3-component velocity to advect with.")
@@ -108,7 +118,9 @@ class FilterRequest(_Body):
 
 IndexRange = Annotated[
     str | list[int] | None,
-    Field(description="start:stop grid indices (stop exclusive; wraps on periodic axes); omit for the whole axis."),
+    Field(
+        description="start:stop grid indices (stop exclusive; wraps on periodic axes); omit for the whole axis."
+    ),
 ]
 
 

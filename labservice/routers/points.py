@@ -48,8 +48,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def _responses(example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
-    ok = {"description": _BINARY["description"], "content": {"application/json": {"example": example},
-                                                             "application/msgpack": {}}}
+    ok = {
+        "description": _BINARY["description"],
+        "content": {"application/json": {"example": example}, "application/msgpack": {}},
+    }
     return {200: ok, **_ERRORS}
 
 
@@ -163,7 +165,9 @@ def _index_range(spec: str | list[int] | None, name: str) -> tuple[int, int] | N
     try:
         start, stop = (int(p) for p in parts)
     except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be 'start:stop' grid indices (stop exclusive); got {spec!r}") from None
+        raise InvalidInput(
+            f"{name} must be 'start:stop' grid indices (stop exclusive); got {spec!r}"
+        ) from None
     return start, stop
 
 

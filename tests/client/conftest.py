@@ -38,8 +38,15 @@ def tokens(client_settings: Settings) -> TokenStore:
 
 @pytest.fixture(scope="session")
 def big_token(tokens: TokenStore) -> str:
-    _, token = tokens.create("client-big", Limits(points_per_request=50_000, max_cutout_bytes=8 << 20,
-                                                  requests_per_minute=100_000, max_concurrent=16))
+    _, token = tokens.create(
+        "client-big",
+        Limits(
+            points_per_request=50_000,
+            max_cutout_bytes=8 << 20,
+            requests_per_minute=100_000,
+            max_concurrent=16,
+        ),
+    )
     return token
 
 

@@ -20,7 +20,9 @@ def test_points_equal_the_in_process_engine(server, local, big_token) -> None:
         remote = iso.points("velocity", PTS, time=0.25, spatial="lag6", temporal="pchip")
         grad = iso.points("velocity", PTS[:10], time=0.3, operator="gradient")
     ref = local["periodic16"]
-    np.testing.assert_array_equal(remote, ref.points("velocity", PTS, time=0.25, spatial="lag6", temporal="pchip"))
+    np.testing.assert_array_equal(
+        remote, ref.points("velocity", PTS, time=0.25, spatial="lag6", temporal="pchip")
+    )
     assert grad.shape == (10, 3, 3)
     np.testing.assert_array_equal(grad, ref.points("velocity", PTS[:10], time=0.3, operator="gradient"))
 
@@ -88,13 +90,16 @@ def test_rate_limit_is_retried_after_retry_after(server, tokens) -> None:
 def test_cutout_as_xarray_with_physical_coordinates(server, local, big_token) -> None:
     with Lab(server.url, token=big_token) as lab:
         cut = lab.dataset("periodic16").cutout("velocity", time=0.3, x=(0, 16, 2), y=(0, 16, 2), z=(14, 18))
-        arrays = lab.dataset("periodic16").cutout("velocity", time=0.3, x=(0, 16, 2), y=(0, 16, 2), z=(14, 18),
-                                                  as_numpy=True)
+        arrays = lab.dataset("periodic16").cutout(
+            "velocity", time=0.3, x=(0, 16, 2), y=(0, 16, 2), z=(14, 18), as_numpy=True
+        )
     ref = local["periodic16"].cutout("velocity", time=0.3, x=(0, 16, 2), y=(0, 16, 2), z=(14, 18))
     da = cut["velocity"]
     assert da.dims == ("z", "y", "x", "component") or da.dims[:3] == ("z", "y", "x")
     np.testing.assert_array_equal(da.values, ref.data)
-    np.testing.assert_allclose(cut["z"].values, np.arange(14, 18) * 2 * np.pi / 16)  # wrapped, still increasing
+    np.testing.assert_allclose(
+        cut["z"].values, np.arange(14, 18) * 2 * np.pi / 16
+    )  # wrapped, still increasing
     assert cut.attrs["dataset"] == "periodic16" and cut.attrs["time"] == pytest.approx(0.3)
     assert list(cut.attrs["strides"]) == [2, 2, 1]
     assert da.attrs["units"] == "m/s"

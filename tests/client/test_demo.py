@@ -26,11 +26,16 @@ def served_demo(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "LABSERVICE_TOKEN_DB": str(tmp_path_factory.mktemp("demo-tokens") / "t.sqlite"),
-           "LABSERVICE_JOBS_ENABLED": "false"}
+    env = {
+        **os.environ,
+        "LABSERVICE_TOKEN_DB": str(tmp_path_factory.mktemp("demo-tokens") / "t.sqlite"),
+        "LABSERVICE_JOBS_ENABLED": "false",
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "labservice", "serve", "--port", str(port), "--data", str(demo_data)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     url = f"http://127.0.0.1:{port}"
     try:

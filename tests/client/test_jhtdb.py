@@ -18,8 +18,12 @@ def test_get_data_one_time_and_series(server, local, big_token, tmp_path) -> Non
     frames = getData(ds, "pressure", 0.0, "pchip", "lag6", "field", PTS, option=[0.4, 0.1])
     assert len(frames) == 5
     assert abs(frames[3].attrs["time"] - 0.3) < 1e-12
-    np.testing.assert_array_equal(frames[0].to_numpy(), local["periodic16"].points(
-        "pressure", PTS, times=(0.0, 0.4, 0.1), spatial="lag6", temporal="pchip")[0])
+    np.testing.assert_array_equal(
+        frames[0].to_numpy(),
+        local["periodic16"].points("pressure", PTS, times=(0.0, 0.4, 0.1), spatial="lag6", temporal="pchip")[
+            0
+        ],
+    )
     grads = getData(ds, "velocity", 0.1, "none", "fd4noint", "gradient", PTS)[0]
     assert grads.shape == (3, 9)
 
@@ -37,7 +41,10 @@ def test_get_cutout_uses_one_based_inclusive_ranges(server, big_token, tmp_path)
     assert sorted(out.data_vars) == ["velocity_0002", "velocity_0003"]
     v = out["velocity_0002"]
     assert v.dims == ("zcoor", "ycoor", "xcoor", "values") and v.shape == (1, 8, 8, 3)
-    direct = Lab(server.url, token=big_token).dataset("periodic16").cutout(
-        "velocity", time=0.1, x=(0, 16, 2), y=(2, 10), z=(4, 5), as_numpy=True)
+    direct = (
+        Lab(server.url, token=big_token)
+        .dataset("periodic16")
+        .cutout("velocity", time=0.1, x=(0, 16, 2), y=(2, 10), z=(4, 5), as_numpy=True)
+    )
     np.testing.assert_array_equal(v.values, direct["data"])
     np.testing.assert_allclose(v["xcoor"].values, direct["x"])

@@ -99,7 +99,10 @@ def write_sources(
                 "units": "m/s",
                 "source": {"files": files, "datasets": names, "order": order, "layout": layout},
             },
-            "pressure": {"components": ["p"], "source": {"files": files, "datasets": ["/fields/p"], "order": order}},
+            "pressure": {
+                "components": ["p"],
+                "source": {"files": files, "datasets": ["/fields/p"], "order": order},
+            },
         },
         "store": "./store/mysim",
         "chunks": [8, 8, 8],
@@ -115,4 +118,3 @@ def write_sources(
 def sources(tmp_path: Path) -> Sources:
     """The default layout: one file per time step, one dataset per component, zyx order."""
     return write_sources(tmp_path / "sim")
-

@@ -27,11 +27,15 @@ def points():
 def test_divergence_free_by_finite_differences(points):
     x, y, z, t = points
     h = 1e-4  # fine resolution: 4th-order differences are accurate to ~1e-14 here
+
     def d(axis):
-        shift = np.zeros(3)
-        shift[axis] = h
-        f = lambda s: channel_velocity(x + s * shift[0], y + s * shift[1], z + s * shift[2], t)[..., axis]
+        shift = np.eye(3)[axis] * h
+
+        def f(s):
+            return channel_velocity(x + s * shift[0], y + s * shift[1], z + s * shift[2], t)[..., axis]
+
         return (8 * (f(1) - f(-1)) - (f(2) - f(-2))) / (12 * h)
+
     div = d(0) + d(1) + d(2)
     scale = np.abs(channel_velocity_gradient(x, y, z, t)).max()
     assert np.abs(div).max() < 1e-9 * scale
@@ -43,8 +47,10 @@ def test_gradient_matches_finite_differences(points):
     h = 1e-5
     grad = channel_velocity_gradient(x, y, z, t)
     for j, step in enumerate(np.eye(3) * h):
-        fd = (channel_velocity(x + step[0], y + step[1], z + step[2], t)
-              - channel_velocity(x - step[0], y - step[1], z - step[2], t)) / (2 * h)
+        fd = (
+            channel_velocity(x + step[0], y + step[1], z + step[2], t)
+            - channel_velocity(x - step[0], y - step[1], z - step[2], t)
+        ) / (2 * h)
         np.testing.assert_allclose(grad[..., j], fd, rtol=0, atol=1e-8)
 
 
@@ -55,15 +61,21 @@ def test_no_slip_at_the_walls_and_poiseuille_mean(points):
     # The modes average out over a period in x: the mean profile is Poiseuille.
     xs = np.linspace(0, 2 * np.pi, 64, endpoint=False)
     ys = np.array([-0.5, 0.0, 0.3])
-    u = channel_velocity(xs[:, None, None], ys[None, :, None], np.linspace(0, np.pi, 32, endpoint=False)[None, None, :], 0.4)
+    u = channel_velocity(
+        xs[:, None, None], ys[None, :, None], np.linspace(0, np.pi, 32, endpoint=False)[None, None, :], 0.4
+    )
     np.testing.assert_allclose(u[..., 0].mean(axis=(0, 2)), 1 - ys**2, atol=1e-12)
 
 
 def test_field_varies_in_time_and_is_periodic(points):
     x, y, z, t = points
     assert np.abs(channel_velocity(x, y, z, t) - channel_velocity(x, y, z, t + 0.3)).max() > 1e-2
-    np.testing.assert_allclose(channel_velocity(x + 2 * np.pi, y, z - np.pi, t), channel_velocity(x, y, z, t), atol=1e-12)
-    np.testing.assert_allclose(channel_pressure(x + 2 * np.pi, y, z + np.pi, t), channel_pressure(x, y, z, t), atol=1e-12)
+    np.testing.assert_allclose(
+        channel_velocity(x + 2 * np.pi, y, z - np.pi, t), channel_velocity(x, y, z, t), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        channel_pressure(x + 2 * np.pi, y, z + np.pi, t), channel_pressure(x, y, z, t), atol=1e-12
+    )
 
 
 def test_stretched_y_clusters_at_the_walls():

@@ -17,9 +17,16 @@ from labservice.storage.metadata import Axis, DatasetMeta, Grid, Variable
 
 def small_meta(dataset_id: str, **provenance) -> DatasetMeta:
     ax = Axis(size=4, periodic=True, start=0.0, step=1.0)
-    return DatasetMeta(id=dataset_id, title=dataset_id, grid=Grid(x=ax, y=ax, z=ax), times=[0.0],
-                       variables={"p": Variable(components=["p"])}, chunks=(4, 4, 4), shards=(4, 4, 4),
-                       provenance=provenance)
+    return DatasetMeta(
+        id=dataset_id,
+        title=dataset_id,
+        grid=Grid(x=ax, y=ax, z=ax),
+        times=[0.0],
+        variables={"p": Variable(components=["p"])},
+        chunks=(4, 4, 4),
+        shards=(4, 4, 4),
+        provenance=provenance,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +93,15 @@ def test_load_catalog(tmp_path, channel_dir):
     create_store(str(tmp_path / "sets" / "a"), small_meta("alpha"))
     catalog = tmp_path / "catalog.yaml"
     s3 = {"endpoint_url": "http://127.0.0.1:1", "key": "k", "secret": "s"}
-    catalog.write_text(yaml.safe_dump([
-        {"url": "sets/a"},  # id read from the metadata; path relative to the catalog
-        {"id": "chan", "url": str(data / "channel64")},
-        {"id": "remote", "url": "s3://bucket/remote", "storage_options": s3},
-    ]))
+    catalog.write_text(
+        yaml.safe_dump(
+            [
+                {"url": "sets/a"},  # id read from the metadata; path relative to the catalog
+                {"id": "chan", "url": str(data / "channel64")},
+                {"id": "remote", "url": "s3://bucket/remote", "storage_options": s3},
+            ]
+        )
+    )
     got = load_catalog(catalog)
     assert list(got) == ["alpha", "chan", "remote"]
     assert got["alpha"] == str((tmp_path / "sets" / "a").resolve())

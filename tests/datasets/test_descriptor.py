@@ -53,8 +53,10 @@ def test_the_issue_example_parses(tmp_path):
 
 
 def test_inline_coordinates_and_time_list(tmp_path):
-    text = ISSUE_EXAMPLE.replace("{coordinates: grid.h5:/y}", "{coordinates: [" + ", ".join(
-        str(v) for v in np.linspace(-1, 1, 48)) + "]}").replace("{start: 0.0, step: 0.002, count: 3}", "[0.1, 0.3, 0.7]")
+    text = ISSUE_EXAMPLE.replace(
+        "{coordinates: grid.h5:/y}",
+        "{coordinates: [" + ", ".join(str(v) for v in np.linspace(-1, 1, 48)) + "]}",
+    ).replace("{start: 0.0, step: 0.002, count: 3}", "[0.1, 0.3, 0.7]")
     (tmp_path / "d.yaml").write_text(text)
     desc = load_descriptor(tmp_path / "d.yaml")
     meta = build_meta(desc, tmp_path)
@@ -70,22 +72,51 @@ def _edit(old: str, new: str) -> str:
     ("text", "fragments"),
     [
         (_edit("variables:", "varaibles:"), ["unknown key 'varaibles'", "Did you mean 'variables'"]),
-        (_edit("datasets: [/p]", "dataset: [/p]"),
-         ["variables.pressure.source.dataset", "Did you mean 'datasets'", "variables.pressure.source.datasets: this key is required"]),
-        (_edit("order: zyx}   #", "order: yxz}   #"), ["variables.velocity.source.order", "'zyx' or 'xyz'", "'yxz'"]),
+        (
+            _edit("datasets: [/p]", "dataset: [/p]"),
+            [
+                "variables.pressure.source.dataset",
+                "Did you mean 'datasets'",
+                "variables.pressure.source.datasets: this key is required",
+            ],
+        ),
+        (
+            _edit("order: zyx}   #", "order: yxz}   #"),
+            ["variables.velocity.source.order", "'zyx' or 'xyz'", "'yxz'"],
+        ),
         (_edit("store: ./data/mysim", ""), ["store: this key is required"]),
         (_edit("[56, 48, 40]", "[56, 48]"), ["grid.shape"]),
-        (_edit("x: {start: 0.0, step: 0.1122}", "x: {start: 0.0, step: -0.1}"), ["grid.x.step", "greater than 0"]),
+        (
+            _edit("x: {start: 0.0, step: 0.1122}", "x: {start: 0.0, step: -0.1}"),
+            ["grid.x.step", "greater than 0"],
+        ),
         (_edit("x: {start: 0.0, step: 0.1122}", "x: {start: 0.0}"), ["grid.x", "either start and step"]),
-        (_edit("datasets: [/u, /v, /w]", "datasets: [/u, /v]"), ["variables.velocity", "2 datasets for 3 components"]),
-        (_edit('"snap_{t:04d}.h5", datasets: [/p]', '"snap_{time}.h5", datasets: [/p]'),
-         ["variables.pressure.source.files", "{t}"]),
+        (
+            _edit("datasets: [/u, /v, /w]", "datasets: [/u, /v]"),
+            ["variables.velocity", "2 datasets for 3 components"],
+        ),
+        (
+            _edit('"snap_{t:04d}.h5", datasets: [/p]', '"snap_{time}.h5", datasets: [/p]'),
+            ["variables.pressure.source.files", "{t}"],
+        ),
         (_edit("count: 3", "count: 0"), ["times"]),
         ("id: [unclosed\n", ["not valid YAML"]),
         ("- just\n- a list\n", ["must be a YAML mapping"]),
     ],
-    ids=["top-key", "nested-key", "order", "missing-store", "shape", "step", "half-axis", "ncomp", "pattern",
-         "count", "yaml", "not-mapping"],
+    ids=[
+        "top-key",
+        "nested-key",
+        "order",
+        "missing-store",
+        "shape",
+        "step",
+        "half-axis",
+        "ncomp",
+        "pattern",
+        "count",
+        "yaml",
+        "not-mapping",
+    ],
 )
 def test_bad_descriptor_messages(tmp_path, text, fragments):
     path = tmp_path / "bad.yaml"
@@ -144,7 +175,9 @@ def test_time_axis_length_must_match_times(tmp_path):
 
     src = write_sources(tmp_path, per_time_step=False)
     src.rewrite(times=[0.0, 1.0])
-    with pytest.raises(InvalidInput, match=r"all_times\.h5 has shape \(3, 9, 12, 20\); expected \(2, 9, 12, 20\) = \(nt, nz"):
+    with pytest.raises(
+        InvalidInput, match=r"all_times\.h5 has shape \(3, 9, 12, 20\); expected \(2, 9, 12, 20\) = \(nt, nz"
+    ):
         ingest_descriptor(src.descriptor, progress=False)
 
 
@@ -185,3 +218,21 @@ def test_errors_are_lab_errors_not_tracebacks(sources):
     sources.rewrite()
     with pytest.raises(LabError):
         ingest_descriptor(sources.descriptor, progress=False)
+
+
+def test_chunking_and_id_errors_come_from_the_metadata_schema(sources):
+    sources.rewrite(shards=[12, 8, 8])
+    with pytest.raises(
+        InvalidInput, match="along x, shard size 12 must be a positive multiple of chunk size 8"
+    ):
+        ingest_descriptor(sources.descriptor, progress=False)
+    sources.rewrite(shards=[16, 8, 8], id="bad id!")
+    with pytest.raises(InvalidInput, match=r"id: String should match pattern .*; got 'bad id!'"):
+        ingest_descriptor(sources.descriptor, progress=False)
+
+
+def test_uppercase_variable_names_stay_in_the_key_path(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text(_edit("  pressure:\n", "  P:\n").replace("order: zyx}\nstore", "order: zyz}\nstore"))
+    with pytest.raises(InvalidInput, match=r"variables\.P\.source\.order"):
+        load_descriptor(path)

@@ -74,7 +74,9 @@ def test_beltrami_flow_decays_exactly():
     x = 2 * np.pi * np.arange(n) / n
     z, y, xx = np.meshgrid(x, x, x, indexing="ij")
     a, b, c = 1.0, 0.7, 0.4
-    u0 = np.stack([a * np.sin(z) + c * np.cos(y), b * np.sin(xx) + a * np.cos(z), c * np.sin(y) + b * np.cos(xx)])
+    u0 = np.stack(
+        [a * np.sin(z) + c * np.cos(y), b * np.sin(xx) + a * np.cos(z), c * np.sin(y) + b * np.cos(xx)]
+    )
     solver.uh = solver.to_spectral(u0)
     run_to(solver, 0.5, cfl=0.5)
     np.testing.assert_allclose(solver.velocity(), u0 * np.exp(-nu * 0.5), rtol=0, atol=1e-7)

@@ -23,15 +23,23 @@ def pressure_value(x: np.ndarray, y: np.ndarray, z: np.ndarray, t: float) -> np.
     return p[..., None].astype(np.float32)
 
 
-def build(url: str, n: int = 64, nt: int = 3, chunk: int = 16, shard: int = 32, storage_options=None) -> DatasetMeta:
+def build(
+    url: str, n: int = 64, nt: int = 3, chunk: int = 16, shard: int = 32, storage_options=None
+) -> DatasetMeta:
     """Create a periodic n^3 dataset (box 2*pi) with velocity(3) and pressure(1) at nt times."""
     step = TWO_PI / n
     axis = Axis(size=n, periodic=True, start=0.0, step=step)
     meta = DatasetMeta(
-        id="synthetic", title="synthetic analytic field", grid=Grid(x=axis, y=axis, z=axis),
+        id="synthetic",
+        title="synthetic analytic field",
+        grid=Grid(x=axis, y=axis, z=axis),
         times=[0.1 * i for i in range(nt)],
-        variables={"velocity": Variable(components=["ux", "uy", "uz"]), "pressure": Variable(components=["p"])},
-        chunks=(chunk, chunk, chunk), shards=(shard, shard, shard),
+        variables={
+            "velocity": Variable(components=["ux", "uy", "uz"]),
+            "pressure": Variable(components=["p"]),
+        },
+        chunks=(chunk, chunk, chunk),
+        shards=(shard, shard, shard),
     )
     store = create_store(url, meta, backend="zarr", storage_options=storage_options, overwrite=True)
     c = axis.coords()
@@ -71,20 +79,41 @@ class DaskProcesses:
         self.port = free_port()
         self.address = f"tcp://127.0.0.1:{self.port}"
         self.logs: list[Path] = []
-        self.scheduler = self._spawn("scheduler", [DASK, "scheduler", "--host", "127.0.0.1", "--port",
-                                                   str(self.port), "--no-dashboard"])
+        self.scheduler = self._spawn(
+            "scheduler",
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+        )
         self.workers = [self.add_worker() for _ in range(n_workers)]
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         log = self.workdir / f"{name}-{len(self.logs)}.log"
         self.logs.append(log)
         with open(log, "wb") as f:
-            return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.workdir,
-                                    env=os.environ | {"PYTHONWARNINGS": "ignore"})
+            return subprocess.Popen(
+                cmd,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+                env=os.environ | {"PYTHONWARNINGS": "ignore"},
+            )
 
     def add_worker(self) -> subprocess.Popen:
-        return self._spawn("worker", [DASK, "worker", self.address, "--nthreads", "1", "--no-nanny",
-                                      "--host", "127.0.0.1", "--no-dashboard", "--memory-limit", "1GiB"])
+        return self._spawn(
+            "worker",
+            [
+                DASK,
+                "worker",
+                self.address,
+                "--nthreads",
+                "1",
+                "--no-nanny",
+                "--host",
+                "127.0.0.1",
+                "--no-dashboard",
+                "--memory-limit",
+                "1GiB",
+            ],
+        )
 
     def wait_workers(self, n: int, timeout: float = 90.0) -> None:
         from distributed import Client

@@ -20,9 +20,16 @@ pytestmark = pytest.mark.dask
 
 
 def test_cutout_job_is_exact_in_every_format(engine, synthetic_url, helpers):
-    req = {"kind": "cutout", "dataset": synthetic_url, "variables": ["velocity", "pressure"],
-           "time_indices": [0, 2], "x": [0, 64, 3], "y": [-5, 30, 1], "z": [10, 41, 2],
-           "formats": ["zarr", "hdf5", "netcdf"]}
+    req = {
+        "kind": "cutout",
+        "dataset": synthetic_url,
+        "variables": ["velocity", "pressure"],
+        "time_indices": [0, 2],
+        "x": [0, 64, 3],
+        "y": [-5, 30, 1],
+        "z": [10, 41, 2],
+        "formats": ["zarr", "hdf5", "netcdf"],
+    }
     rec = engine.wait(engine.submit("tokA", req).id, timeout=120)
     assert rec.status == "done", rec.error
     assert rec.done == rec.total > 1
@@ -44,7 +51,7 @@ def test_cutout_job_is_exact_in_every_format(engine, synthetic_url, helpers):
     with netCDF4.Dataset(f"{root}/cutout.nc") as nc:
         np.testing.assert_array_equal(nc["pressure"][...], ds.pressure.values)
     xdmf = engine.scratch.read_bytes(rec.id, "cutout.xdmf").decode()
-    assert "cutout.h5:/velocity" in xdmf and xdmf.count("<Grid Name=\"t") == 2
+    assert "cutout.h5:/velocity" in xdmf and xdmf.count('<Grid Name="t') == 2
     # Every listed checksum matches the bytes stored; the working parts are gone.
     for f in rec.files:
         if f["name"] != "cutout.zarr":
@@ -56,17 +63,32 @@ def test_points_and_particles_jobs_match_in_process_queries(engine, synthetic_ur
     rng = np.random.default_rng(5)
     pts = rng.uniform(0, 2 * np.pi, size=(5000, 3))
     ds = labservice.open_dataset(synthetic_url)
-    series = {"kind": "points", "dataset": synthetic_url, "variable": "velocity", "times": [0.0, 0.2, 0.05],
-              "spatial": "lag4", "temporal": "pchip", "operator": "gradient"}
+    series = {
+        "kind": "points",
+        "dataset": synthetic_url,
+        "variable": "velocity",
+        "times": [0.0, 0.2, 0.05],
+        "spatial": "lag4",
+        "temporal": "pchip",
+        "operator": "gradient",
+    }
     single = {"kind": "points", "dataset": synthetic_url, "variable": "pressure", "time": 0.1}
-    track = {"kind": "particles", "dataset": synthetic_url, "t_start": 0.0, "t_end": 0.2, "dt": 0.05,
-             "every": 0.1}
+    track = {
+        "kind": "particles",
+        "dataset": synthetic_url,
+        "t_start": 0.0,
+        "t_end": 0.2,
+        "dt": 0.05,
+        "every": 0.1,
+    }
     # In-process answers first: this also fills numba's on-disk cache, so workers load the kernels
     # instead of compiling them again (a cold compile takes minutes on a busy 2-core machine).
     expect_series = ds.points("velocity", pts, times=(0.0, 0.2, 0.05), temporal="pchip", operator="gradient")
     expect_single = ds.points("pressure", pts, time=0.1)
     expect_track = ds.track(pts[:600], 0.0, 0.2, 0.05, every=0.1).trajectory
-    ids = [engine.submit("tokP", r, points=p).id for r, p in ((series, pts), (single, pts), (track, pts[:600]))]
+    ids = [
+        engine.submit("tokP", r, points=p).id for r, p in ((series, pts), (single, pts), (track, pts[:600]))
+    ]
     recs = [engine.wait(i, timeout=300) for i in ids]
     assert [r.status for r in recs] == ["done"] * 3, [r.error for r in recs]
     assert recs[0].total > 1
@@ -78,8 +100,12 @@ def test_points_and_particles_jobs_match_in_process_queries(engine, synthetic_ur
 
 
 def test_cancel_stops_workers_and_leaves_nothing(engine, synthetic_url, helpers):
-    req = {"kind": "cutout", "dataset": synthetic_url, "variables": ["velocity", "pressure"],
-           "time_indices": [0, 1, 2]}
+    req = {
+        "kind": "cutout",
+        "dataset": synthetic_url,
+        "variables": ["velocity", "pressure"],
+        "time_indices": [0, 1, 2],
+    }
     rec = engine.submit("tokC", req)
     helpers.wait_progress(engine, rec.id, 3)
     t0 = time.monotonic()
@@ -96,8 +122,14 @@ def test_cancel_stops_workers_and_leaves_nothing(engine, synthetic_url, helpers)
 
 def test_twenty_jobs_from_four_tokens_respect_quotas_and_privacy(engine, synthetic_url):
     limits = JobLimits(max_running_jobs=2, scratch_bytes=10 << 20, max_job_bytes=8 << 20)
-    req = {"kind": "cutout", "dataset": synthetic_url, "variables": ["pressure"], "x": [0, 32], "y": [0, 32],
-           "z": [0, 32]}
+    req = {
+        "kind": "cutout",
+        "dataset": synthetic_url,
+        "variables": ["pressure"],
+        "x": [0, 32],
+        "y": [0, 32],
+        "z": [0, 32],
+    }
     outcome: dict[str, list] = {f"tok{i}": [] for i in range(4)}
     lock = threading.Lock()
 
@@ -137,15 +169,25 @@ def test_twenty_jobs_from_four_tokens_respect_quotas_and_privacy(engine, synthet
                 engine.file_entry(other, i, "cutout.zarr/zarr.json")
             assert i not in {r.id for r in engine.list(other)}
     with pytest.raises(LimitExceeded, match="job size cap"):
-        engine.submit("tok0", {**req, "x": None, "y": None, "z": None, "time_indices": [0, 1, 2]},
-                      limits=JobLimits(max_job_bytes=1 << 20))
+        engine.submit(
+            "tok0",
+            {**req, "x": None, "y": None, "z": None, "time_indices": [0, 1, 2]},
+            limits=JobLimits(max_job_bytes=1 << 20),
+        )
     with pytest.raises(Forbidden):
         engine.submit(None, req)
 
 
 def test_expired_results_are_deleted(engine, synthetic_url):
-    req = {"kind": "cutout", "dataset": synthetic_url, "variables": ["pressure"], "x": [0, 16], "y": [0, 16],
-           "z": [0, 16], "formats": ["netcdf"]}
+    req = {
+        "kind": "cutout",
+        "dataset": synthetic_url,
+        "variables": ["pressure"],
+        "x": [0, 16],
+        "y": [0, 16],
+        "z": [0, 16],
+        "formats": ["netcdf"],
+    }
     rec = engine.wait(engine.submit("tokE", req).id, timeout=60)
     assert rec.status == "done" and engine.file_entry("tokE", rec.id, "cutout.nc")["size"] > 0
     assert rec.id not in engine.sweep(now=rec.expires - 1)
@@ -154,3 +196,31 @@ def test_expired_results_are_deleted(engine, synthetic_url):
     assert engine.scratch.list(rec.id) == []
     with pytest.raises(NotFound, match="expired"):
         engine.file_entry("tokE", rec.id, "cutout.nc")
+
+
+def test_aligned_cutout_takes_source_chunks_directly(engine, synthetic_url, tmp_path, helpers):
+    # Output chunks equal to the source's 16^3 chunks: whole chunks are copied without reassembly; the last
+    # z block ends off a chunk boundary and the x range wraps, so both reading paths meet in one job.
+    aligned = helpers.make_engine(
+        tmp_path, scheduler=engine.cluster.scheduler_address, shard_edge=32, chunk_edge=16
+    )
+    aligned.start()
+    try:
+        req = {
+            "kind": "cutout",
+            "dataset": synthetic_url,
+            "variables": ["velocity"],
+            "time_indices": [1],
+            "x": [16, 80],
+            "y": [0, 48],
+            "z": [0, 40],
+        }
+        rec = aligned.wait(aligned.submit("tokA", req).id, timeout=120)
+        assert rec.status == "done", rec.error
+        ds = xr.open_zarr(aligned.scratch.path(rec.id, "cutout.zarr"))
+        ref = labservice.open_dataset(synthetic_url).cutout(
+            "velocity", time=0.1, x=(16, 80, 1), y=(0, 48, 1), z=(0, 40, 1)
+        )
+        np.testing.assert_array_equal(ds.velocity[0].values, ref.data)
+    finally:
+        aligned.stop()

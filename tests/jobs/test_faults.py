@@ -24,7 +24,12 @@ pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
 def request(url: str) -> dict:
     # 64^3 x 3 times x 2 variables in 16^3 shards: 384 tasks, a few seconds of work.
-    return {"kind": "cutout", "dataset": url, "variables": ["velocity", "pressure"], "time_indices": [0, 1, 2]}
+    return {
+        "kind": "cutout",
+        "dataset": url,
+        "variables": ["velocity", "pressure"],
+        "time_indices": [0, 1, 2],
+    }
 
 
 def zarr_sum(rec) -> str:
@@ -47,8 +52,9 @@ def clean_sum(cluster_engine, synthetic_url) -> str:
     return zarr_sum(cluster_engine.wait(rec.id, timeout=240))
 
 
-def test_worker_sigkill_mid_job_gives_identical_output(cluster_engine, dask_processes, synthetic_url, clean_sum,
-                                                       helpers):
+def test_worker_sigkill_mid_job_gives_identical_output(
+    cluster_engine, dask_processes, synthetic_url, clean_sum, helpers
+):
     rec = cluster_engine.submit("tokF", request(synthetic_url))
     seen = helpers.wait_progress(cluster_engine, rec.id, 20)
     assert seen.status == "running" and seen.done < seen.total
@@ -64,10 +70,16 @@ def test_worker_sigkill_mid_job_gives_identical_output(cluster_engine, dask_proc
         dask_processes.wait_workers(2)
 
 
-def test_service_killed_mid_job_resumes_after_restart(dask_processes, synthetic_url, clean_sum, tmp_path, helpers):
+def test_service_killed_mid_job_resumes_after_restart(
+    dask_processes, synthetic_url, clean_sum, tmp_path, helpers
+):
     args = {"root": str(tmp_path), "scheduler": dask_processes.address, "request": request(synthetic_url)}
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).parent / "engine_proc.py"), json.dumps(args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "engine_proc.py"), json.dumps(args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         job_id = proc.stdout.readline().strip()
         assert len(job_id) == 16, "the engine process did not start a job"

@@ -21,8 +21,14 @@ from labservice.tokens import TokenStore
 
 pytestmark = pytest.mark.dask
 
-JOB_LIMITS = dict(points_per_request=10_000, requests_per_minute=100_000, max_concurrent=64, jobs_allowed=True,
-                  scratch_bytes=64 << 20, max_job_bytes=32 << 20)
+JOB_LIMITS = dict(
+    points_per_request=10_000,
+    requests_per_minute=100_000,
+    max_concurrent=64,
+    jobs_allowed=True,
+    scratch_bytes=64 << 20,
+    max_job_bytes=32 << 20,
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +36,10 @@ def service(engine, synthetic_url, tmp_path_factory, helpers) -> Iterator[dict]:
     root = tmp_path_factory.mktemp("http-jobs")
     settings = Settings(datasets={"synthetic": synthetic_url}, token_db=root / "tokens.sqlite")
     store = TokenStore(root / "tokens.sqlite")
-    tokens = {name: store.create(name, Limits(max_running_jobs=n, **JOB_LIMITS))[1]
-              for name, n in (("alice", 4), ("bob", 4), ("carol", 1))}
+    tokens = {
+        name: store.create(name, Limits(max_running_jobs=n, **JOB_LIMITS))[1]
+        for name, n in (("alice", 4), ("bob", 4), ("carol", 1))
+    }
 
     def resolve(dataset_id: str):
         if dataset_id != "synthetic":
@@ -39,7 +47,9 @@ def service(engine, synthetic_url, tmp_path_factory, helpers) -> Iterator[dict]:
         return synthetic_url, None
 
     # A second engine on the session's cluster, with its own registry and scratch, resolving ids.
-    jobs = helpers.make_engine(root, scheduler=engine.cluster.scheduler_address, resolve_dataset=resolve).start()
+    jobs = helpers.make_engine(
+        root, scheduler=engine.cluster.scheduler_address, resolve_dataset=resolve
+    ).start()
     app = create_app(settings)
     if not any(getattr(r, "path", "") == "/api/v1/jobs" for r in app.routes):
         app.include_router(jobs_router.router, prefix="/api/v1")
@@ -53,8 +63,16 @@ def lab(service, who: str | None) -> Lab:
     return Lab(service["url"], token=service["tokens"][who] if who else "", retries=0)
 
 
-CUTOUT = {"kind": "cutout", "dataset": "synthetic", "variable": "velocity", "times": [0.1], "x": "0:64:2",
-          "y": "-4:20", "z": "8:24", "formats": ["zarr", "netcdf"]}
+CUTOUT = {
+    "kind": "cutout",
+    "dataset": "synthetic",
+    "variable": "velocity",
+    "times": [0.1],
+    "x": "0:64:2",
+    "y": "-4:20",
+    "z": "8:24",
+    "formats": ["zarr", "netcdf"],
+}
 
 
 def test_cutout_job_round_trip_with_ranges(service, synthetic_url):
@@ -65,11 +83,16 @@ def test_cutout_job_round_trip_with_ranges(service, synthetic_url):
         assert r.json()["status"] == "queued"
         job = Job(alice, r.json()["id"]).wait(progress=True, timeout=120)
         ds = job.result()
-        ref = labservice.open_dataset(synthetic_url).cutout("velocity", time=0.1, x=(0, 64, 2), y=(-4, 20, 1),
-                                                             z=(8, 24, 1))
+        ref = labservice.open_dataset(synthetic_url).cutout(
+            "velocity", time=0.1, x=(0, 64, 2), y=(-4, 20, 1), z=(8, 24, 1)
+        )
         np.testing.assert_array_equal(ds.velocity[0].values, ref.data)
         info = job.status()
-        assert info["progress"] == {"fraction": 1.0, "done": info["progress"]["total"], "total": info["progress"]["total"]}
+        assert info["progress"] == {
+            "fraction": 1.0,
+            "done": info["progress"]["total"],
+            "total": info["progress"]["total"],
+        }
         assert info["expires"] > info["finished"]
         nc = next(f for f in info["files"] if f["name"] == "cutout.nc")
         url = f"/api/v1/jobs/{job.id}/files/cutout.nc"
@@ -100,14 +123,33 @@ def test_points_job_and_quota_and_cancel(service, synthetic_url):
     pts = np.random.default_rng(1).uniform(0, 6.28, size=(3000, 3))
     with lab(service, "alice") as alice, lab(service, "carol") as carol:
         # The in-process answer first: it fills numba's disk cache, which the workers then load.
-        expect = labservice.open_dataset(synthetic_url).points("pressure", pts, time=0.05, temporal="linear",
-                                                               operator="gradient")
-        job = submit_job(alice, {"kind": "points", "dataset": "synthetic", "variable": "pressure", "time": 0.05,
-                                 "temporal": "linear", "operator": "gradient"}, points=pts)
+        expect = labservice.open_dataset(synthetic_url).points(
+            "pressure", pts, time=0.05, temporal="linear", operator="gradient"
+        )
+        job = submit_job(
+            alice,
+            {
+                "kind": "points",
+                "dataset": "synthetic",
+                "variable": "pressure",
+                "time": 0.05,
+                "temporal": "linear",
+                "operator": "gradient",
+            },
+            points=pts,
+        )
         got = job.wait(progress=False, timeout=300).result()
         np.testing.assert_array_equal(got, expect)
-        big = {**CUTOUT, "variable": None, "variables": ["velocity", "pressure"], "times": [0.0, 0.1, 0.2],
-               "x": None, "y": None, "z": None, "formats": ["zarr"]}
+        big = {
+            **CUTOUT,
+            "variable": None,
+            "variables": ["velocity", "pressure"],
+            "times": [0.0, 0.1, 0.2],
+            "x": None,
+            "y": None,
+            "z": None,
+            "formats": ["zarr"],
+        }
         first = submit_job(carol, big)
         with pytest.raises(Exception) as err:  # carol may run one job at a time
             submit_job(carol, CUTOUT)

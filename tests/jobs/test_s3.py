@@ -39,13 +39,19 @@ def restart(server) -> None:
     server.proc.terminate()
     server.proc.wait(timeout=30)
     time.sleep(1.0)
-    server.proc = subprocess.Popen(server.proc.args, stdout=server._log, stderr=subprocess.STDOUT, cwd=server.workdir)
+    server.proc = subprocess.Popen(
+        server.proc.args, stdout=server._log, stderr=subprocess.STDOUT, cwd=server.workdir
+    )
 
 
 @pytest.fixture(scope="module")
 def s3_engine(s3, engine, tmp_path_factory, helpers) -> Iterator:
-    eng = helpers.make_engine(tmp_path_factory.mktemp("s3-jobs"), scratch="s3://jobs/scratch",
-                              scratch_options=s3.storage_options, scheduler=engine.cluster.scheduler_address)
+    eng = helpers.make_engine(
+        tmp_path_factory.mktemp("s3-jobs"),
+        scratch="s3://jobs/scratch",
+        scratch_options=s3.storage_options,
+        scheduler=engine.cluster.scheduler_address,
+    )
     eng.start()
     try:
         yield eng
@@ -64,13 +70,22 @@ def verify(eng, rec) -> None:
 
 
 def test_cutout_to_s3_is_readable_with_xarray(s3_engine, s3, synthetic_url, helpers):
-    req = {"kind": "cutout", "dataset": synthetic_url, "variables": ["velocity"], "time_indices": [1],
-           "x": [0, 40], "y": [0, 40], "z": [0, 20], "formats": ["zarr", "hdf5"]}
+    req = {
+        "kind": "cutout",
+        "dataset": synthetic_url,
+        "variables": ["velocity"],
+        "time_indices": [1],
+        "x": [0, 40],
+        "y": [0, 40],
+        "z": [0, 20],
+        "formats": ["zarr", "hdf5"],
+    }
     rec = s3_engine.wait(s3_engine.submit("tokS", req).id, timeout=180)
     assert rec.status == "done", rec.error
     verify(s3_engine, rec)
-    store = zarr.storage.FsspecStore.from_url(s3_engine.scratch.job_url(rec.id, "cutout.zarr"),
-                                              storage_options=s3.storage_options, read_only=True)
+    store = zarr.storage.FsspecStore.from_url(
+        s3_engine.scratch.job_url(rec.id, "cutout.zarr"), storage_options=s3.storage_options, read_only=True
+    )
     ds = xr.open_zarr(store, consolidated=True)
     import numpy as np
 
@@ -79,13 +94,13 @@ def test_cutout_to_s3_is_readable_with_xarray(s3_engine, s3, synthetic_url, help
 
 
 def test_s3_restart_mid_job_never_gives_a_corrupt_done(s3_engine, s3, synthetic_url, helpers):
-    req = {"kind": "cutout", "dataset": synthetic_url, "variables": ["velocity", "pressure"],
-           "time_indices": [0, 1, 2]}
+    req = {"kind": "cutout", "dataset": synthetic_url, "variables": ["velocity"], "time_indices": [0, 2]}
     rec = s3_engine.submit("tokS", req)
     helpers.wait_progress(s3_engine, rec.id, 5, timeout=120)
     restart(s3)
     s3.wait_ready("jobs")
     out = s3_engine.wait(rec.id, timeout=400)
+    print(f"after the S3 restart the job ended {out.status} ({out.done}/{out.total}) {out.error or ''}")
     if out.status == "done":
         assert out.done == out.total
         verify(s3_engine, out)

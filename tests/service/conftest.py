@@ -48,8 +48,15 @@ def tokens(settings: Settings) -> TokenStore:
 @pytest.fixture(scope="session")
 def big_token(tokens: TokenStore) -> str:
     """A registered token with larger limits than the public ones."""
-    _, token = tokens.create("big", Limits(points_per_request=20_000, max_cutout_bytes=1 << 20,
-                                           requests_per_minute=100_000, max_concurrent=64))
+    _, token = tokens.create(
+        "big",
+        Limits(
+            points_per_request=20_000,
+            max_cutout_bytes=1 << 20,
+            requests_per_minute=100_000,
+            max_concurrent=64,
+        ),
+    )
     return token
 
 

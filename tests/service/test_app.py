@@ -33,8 +33,10 @@ def test_dataset_list_and_metadata(http: httpx.Client, settings: Settings) -> No
 
 
 def test_quota_headers_on_every_response(http: httpx.Client) -> None:
-    ok = http.post("/datasets/periodic16/points", json={"variable": "pressure", "time": 0.0,
-                                                         "points": [[0.1, 0.2, 0.3]] * 7})
+    ok = http.post(
+        "/datasets/periodic16/points",
+        json={"variable": "pressure", "time": 0.0, "points": [[0.1, 0.2, 0.3]] * 7},
+    )
     bad = http.get("/datasets/nope")
     for r in (ok, bad):
         for header in ("x-lab-cost", "x-ratelimit-limit", "x-ratelimit-remaining", "x-lab-points-limit"):
@@ -47,10 +49,15 @@ def test_quota_headers_on_every_response(http: httpx.Client) -> None:
 def test_openapi_is_complete(http: httpx.Client, server: ServerThread) -> None:
     doc = httpx.get(server.url + "/openapi.json").json()
     expected = {
-        ("get", "/api/v1/health"), ("get", "/api/v1/datasets"), ("get", "/api/v1/datasets/{dataset_id}"),
-        ("post", "/api/v1/datasets/{dataset_id}/points"), ("post", "/api/v1/datasets/{dataset_id}/particles"),
-        ("post", "/api/v1/datasets/{dataset_id}/filter"), ("post", "/api/v1/datasets/{dataset_id}/threshold"),
-        ("get", "/api/v1/datasets/{dataset_id}/cutout"), ("get", "/api/v1/datasets/{dataset_id}/slice.png"),
+        ("get", "/api/v1/health"),
+        ("get", "/api/v1/datasets"),
+        ("get", "/api/v1/datasets/{dataset_id}"),
+        ("post", "/api/v1/datasets/{dataset_id}/points"),
+        ("post", "/api/v1/datasets/{dataset_id}/particles"),
+        ("post", "/api/v1/datasets/{dataset_id}/filter"),
+        ("post", "/api/v1/datasets/{dataset_id}/threshold"),
+        ("get", "/api/v1/datasets/{dataset_id}/cutout"),
+        ("get", "/api/v1/datasets/{dataset_id}/slice.png"),
     }
     found = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert expected <= found
@@ -77,13 +84,32 @@ def test_unknown_path_is_json_404(server: ServerThread) -> None:
 def test_cli_token_create_and_list(tmp_path) -> None:
     db = tmp_path / "t.sqlite"
     run = [sys.executable, "-m", "labservice", "token"]
-    out = subprocess.run(run + ["create", "--name", "carol", "--points-per-request", "5000", "--max-cutout-mb", "8",
-                                "--token-db", str(db)], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        run
+        + [
+            "create",
+            "--name",
+            "carol",
+            "--points-per-request",
+            "5000",
+            "--max-cutout-mb",
+            "8",
+            "--token-db",
+            str(db),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     token = out.strip().splitlines()[-1]
     assert token.startswith("lab_")
-    listed = subprocess.run(run + ["list", "--token-db", str(db)], capture_output=True, text=True, check=True).stdout
+    listed = subprocess.run(
+        run + ["list", "--token-db", str(db)], capture_output=True, text=True, check=True
+    ).stdout
     assert "carol" in listed and "points/request=5000" in listed and "cutout=8MiB" in listed
-    assert token.split("_", 2)[2] not in listed and token.split("_", 2)[2] not in db.read_bytes().decode("latin-1")
+    assert token.split("_", 2)[2] not in listed and token.split("_", 2)[2] not in db.read_bytes().decode(
+        "latin-1"
+    )
 
 
 def test_app_finds_datasets_in_a_folder_and_a_catalog(data_dir, tmp_path) -> None:
@@ -109,3 +135,31 @@ def test_unreadable_dataset_is_503_not_fatal(tmp_path) -> None:
         r = httpx.get(srv.url + "/api/v1/datasets/ghost")
     assert health["status"] == "degraded" and "ghost" in health["datasets"]["failed"]
     assert r.status_code == 503 and "ghost" in r.json()["detail"] and "retry-after" in r.headers
+
+
+def test_unexpected_errors_are_500_without_traceback(settings: Settings) -> None:
+    """The catch-all: a failure inside the engine becomes a JSON 500 naming an incident, never a traceback."""
+    from labservice import open_dataset
+    from labservice.app import create_app
+    from labservice.routers.deps import DatasetRegistry, get_datasets
+
+    class Exploding:  # a real dataset whose engine call fails in a way no input explains
+        def __init__(self, ds):
+            self.meta = ds.meta
+
+        def query_points(self, *args, **kwargs):
+            raise RuntimeError("secret internal state")
+
+    real = open_dataset(settings.datasets["periodic16"])
+    app = create_app(settings)
+    app.dependency_overrides[get_datasets] = lambda: DatasetRegistry({"periodic16": Exploding(real)})
+    with ServerThread(app) as srv:
+        r = httpx.post(
+            srv.url + "/api/v1/datasets/periodic16/points",
+            json={"variable": "pressure", "time": 0.0, "points": [[0, 0, 0]]},
+        )
+        again = httpx.get(srv.url + "/api/v1/health")
+    assert r.status_code == 500 and r.json()["code"] == "internal_error"
+    assert "incident" in r.json()["detail"] and "secret" not in r.text and "Traceback" not in r.text
+    assert "x-lab-cost" in r.headers and again.status_code == 200
+    real.close()

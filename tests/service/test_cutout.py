@@ -6,9 +6,9 @@ import io
 import zipfile
 
 import h5py
+import httpx
 import msgpack
 import numpy as np
-import httpx
 import pytest
 
 from labservice.devserver import _periodic_field
@@ -25,8 +25,11 @@ QUERY = {"variable": "velocity", "time": "0.3", "x": "14:20:2", "y": "0:16:4", "
 
 
 def _get(http: httpx.Client, token: str, fmt: str) -> httpx.Response:
-    r = http.get("/datasets/periodic16/cutout", params={**QUERY, "format": fmt},
-                 headers={"Authorization": f"Bearer {token}"})
+    r = http.get(
+        "/datasets/periodic16/cutout",
+        params={**QUERY, "format": fmt},
+        headers={"Authorization": f"Bearer {token}"},
+    )
     assert r.status_code == 200, r.text
     return r
 
@@ -46,10 +49,15 @@ def test_hdf5_cutout_has_dimension_scales(http: httpx.Client, big_token: str, tm
     path.write_bytes(r.content)
     with h5py.File(path, "r") as f:
         (name,) = [k for k in f if isinstance(f[k], h5py.Dataset) and f[k].ndim >= 4]
-        np.testing.assert_allclose(f["x"][:], np.array([14, 16, 18]) * H, atol=1e-12)  # wrapped x keeps increasing
+        np.testing.assert_allclose(
+            f["x"][:], np.array([14, 16, 18]) * H, atol=1e-12
+        )  # wrapped x keeps increasing
         assert f[name].dims[0][0].name.endswith("z")
-        np.testing.assert_allclose(f[name][...], _expected(np.array([14, 0, 2]), np.arange(0, 16, 4),
-                                                           np.array([3, 4]), 0.3), atol=1e-6)
+        np.testing.assert_allclose(
+            f[name][...],
+            _expected(np.array([14, 0, 2]), np.arange(0, 16, 4), np.array([3, 4]), 0.3),
+            atol=1e-6,
+        )
 
 
 def test_xdmf_and_zip(http: httpx.Client, big_token: str) -> None:
@@ -69,15 +77,20 @@ def test_other_formats_are_files(http: httpx.Client, big_token: str, fmt: str) -
 def test_msgpack_cutout(http: httpx.Client, big_token: str) -> None:
     out = msgpack.unpackb(_get(http, big_token, "msgpack").content, raw=False)
     data = np.frombuffer(out["data"]["data"], dtype=out["data"]["dtype"]).reshape(out["data"]["shape"])
-    np.testing.assert_allclose(data, _expected(np.array([14, 0, 2]), np.arange(0, 16, 4), np.array([3, 4]), 0.3),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        data, _expected(np.array([14, 0, 2]), np.arange(0, 16, 4), np.array([3, 4]), 0.3), atol=1e-6
+    )
     assert out["attrs"]["dataset"] == "periodic16" and out["attrs"]["time"] == pytest.approx(0.3)
 
 
 def test_slice_png(http: httpx.Client) -> None:
-    r = http.get("/datasets/wall16/slice.png", params={"variable": "velocity", "time": "0", "axis": "z",
-                                                       "component": "ux"})
+    r = http.get(
+        "/datasets/wall16/slice.png",
+        params={"variable": "velocity", "time": "0", "axis": "z", "component": "ux"},
+    )
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "image/png" and r.content[:8] == b"\x89PNG\r\n\x1a\n"
-    bad = http.get("/datasets/wall16/slice.png", params={"variable": "velocity", "time": "0", "component": "uw"})
+    bad = http.get(
+        "/datasets/wall16/slice.png", params={"variable": "velocity", "time": "0", "component": "uw"}
+    )
     assert bad.status_code == 422 and "ux" in bad.json()["detail"]

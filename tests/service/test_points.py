@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import httpx
 import msgpack
 import numpy as np
-import httpx
 
 from labservice.devserver import _periodic_field
 
@@ -30,15 +30,20 @@ def _unmp(data: bytes) -> dict:
 
 
 def _post_msgpack(http: httpx.Client, path: str, body: dict) -> httpx.Response:
-    return http.post(path, content=_mp(body),
-                     headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"})
+    return http.post(
+        path,
+        content=_mp(body),
+        headers={"Content-Type": "application/msgpack", "Accept": "application/msgpack"},
+    )
 
 
 def test_values_at_grid_nodes_are_the_stored_field(http: httpx.Client) -> None:
     idx = np.array([[0, 0, 0], [3, 5, 7], [15, 1, 9], [8, 8, 8]])
     pts = idx * H
-    r = http.post("/datasets/periodic16/points",
-                  json={"variable": "velocity", "time": 0.2, "points": pts.tolist(), "spatial": "lag4"})
+    r = http.post(
+        "/datasets/periodic16/points",
+        json={"variable": "velocity", "time": 0.2, "points": pts.tolist(), "spatial": "lag4"},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["components"] == ["ux", "uy", "uz"]
@@ -50,8 +55,14 @@ def test_values_at_grid_nodes_are_the_stored_field(http: httpx.Client) -> None:
 def test_msgpack_and_json_give_identical_numbers(http: httpx.Client) -> None:
     rng = np.random.default_rng(1)
     pts = rng.uniform(0, 2 * np.pi, size=(200, 3))
-    body = {"variable": "velocity", "time": 0.15, "points": pts, "spatial": "lag6", "temporal": "pchip",
-            "operator": "gradient"}
+    body = {
+        "variable": "velocity",
+        "time": 0.15,
+        "points": pts,
+        "spatial": "lag6",
+        "temporal": "pchip",
+        "operator": "gradient",
+    }
     binary = _post_msgpack(http, "/datasets/periodic16/points", body)
     text = http.post("/datasets/periodic16/points", json={**body, "points": pts.tolist()})
     assert binary.status_code == 200 and text.status_code == 200, (binary.text, text.text)
@@ -64,8 +75,11 @@ def test_msgpack_and_json_give_identical_numbers(http: httpx.Client) -> None:
 
 def test_time_series_has_leading_time_axis(http: httpx.Client) -> None:
     pts = np.array([[0.3, 1.0, 2.0], [4.0, 5.0, 6.0]])
-    r = _post_msgpack(http, "/datasets/periodic16/points",
-                      {"variable": "pressure", "times": {"start": 0.0, "end": 0.4, "step": 0.1}, "points": pts})
+    r = _post_msgpack(
+        http,
+        "/datasets/periodic16/points",
+        {"variable": "pressure", "times": {"start": 0.0, "end": 0.4, "step": 0.1}, "points": pts},
+    )
     assert r.status_code == 200, r.text
     assert r.headers["x-lab-cost"] == "10"
     out = _unmp(r.content)
@@ -78,16 +92,21 @@ def test_time_series_has_leading_time_axis(http: httpx.Client) -> None:
 
 def test_wall_dataset_flags_clipped_stencils(http: httpx.Client) -> None:
     pts = [[0.5, -0.95, 0.5], [0.5, 0.0, 0.5]]
-    r = http.post("/datasets/wall16/points", json={"variable": "velocity", "time": 0.5, "points": pts,
-                                                   "spatial": "lag4"})
+    r = http.post(
+        "/datasets/wall16/points",
+        json={"variable": "velocity", "time": 0.5, "points": pts, "spatial": "lag4"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["clipped"] == [True, False]
 
 
 def test_particles_follow_the_flow(http: httpx.Client) -> None:
     pts = np.array([[1.0, 2.0, 3.0], [4.0, 1.0, 0.5]])
-    r = _post_msgpack(http, "/datasets/periodic16/particles",
-                      {"points": pts, "t_start": 0.0, "t_end": 0.2, "dt": 0.01, "every": 0.1, "scheme": "rk4"})
+    r = _post_msgpack(
+        http,
+        "/datasets/periodic16/particles",
+        {"points": pts, "t_start": 0.0, "t_end": 0.2, "dt": 0.01, "every": 0.1, "scheme": "rk4"},
+    )
     assert r.status_code == 200, r.text
     out = _unmp(r.content)
     assert out["positions"].shape == (3, 2, 3)
@@ -97,8 +116,10 @@ def test_particles_follow_the_flow(http: httpx.Client) -> None:
 
 def test_box_filter_averages_the_nodes(http: httpx.Client) -> None:
     node = np.array([3, 5, 7])
-    r = http.post("/datasets/periodic16/filter", json={"variable": "pressure", "time": 0.0,
-                                                       "points": [(node * H).tolist()], "width": 3})
+    r = http.post(
+        "/datasets/periodic16/filter",
+        json={"variable": "pressure", "time": 0.0, "points": [(node * H).tolist()], "width": 3},
+    )
     assert r.status_code == 200, r.text
     # Averaging cos over 3 nodes multiplies it by (1 + 2 cos h) / 3, along every axis separately.
     expected = (1 + 2 * np.cos(H)) / 3 * np.cos(node * H).sum()
@@ -106,8 +127,10 @@ def test_box_filter_averages_the_nodes(http: httpx.Client) -> None:
 
 
 def test_threshold_finds_the_maxima(http: httpx.Client) -> None:
-    r = http.post("/datasets/periodic16/threshold", json={"variable": "pressure", "time": 0.0, "threshold": 2.95,
-                                                          "x": "0:16", "y": "0:16", "z": "0:16"})
+    r = http.post(
+        "/datasets/periodic16/threshold",
+        json={"variable": "pressure", "time": 0.0, "threshold": 2.95, "x": "0:16", "y": "0:16", "z": "0:16"},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     # |p| = |cos x + cos y + cos z| is 3 at the origin and at (pi, pi, pi); the next nodes give 2.92.

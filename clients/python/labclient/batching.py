@@ -50,7 +50,7 @@ def run_batches(
         with ThreadPoolExecutor(max_workers=min(concurrency, len(slices))) as pool:
             futures = [pool.submit(send, s) for s in slices]
             results: list[R] = []
-            for s, fut in zip(slices, futures):
+            for s, fut in zip(slices, futures, strict=True):
                 try:
                     results.append(fut.result())
                 except BaseException:

@@ -29,8 +29,9 @@ def cutout_to_xarray(payload: dict[str, Any]) -> Any:
     try:
         import xarray as xr
     except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ImportError("cutouts as xarray need xarray: pip install 'labservice-client[all]', "
-                          "or pass as_numpy=True") from exc
+        raise ImportError(
+            "cutouts as xarray need xarray: pip install 'labservice-client[all]', or pass as_numpy=True"
+        ) from exc
     arrays = cutout_to_numpy(payload)
     attrs = arrays["attrs"]
     dims = arrays["dims"]

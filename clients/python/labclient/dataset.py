@@ -119,13 +119,18 @@ class RemoteDataset:
     ) -> dict[str, Any]:
         """Like :meth:`points` but returns the whole answer: values, components, times, clipped flags."""
         pts = self._as_points(points)
-        body: dict[str, Any] = {"variable": variable, "spatial": spatial, "temporal": temporal, "operator": operator}
+        body: dict[str, Any] = {
+            "variable": variable,
+            "spatial": spatial,
+            "temporal": temporal,
+            "operator": operator,
+        }
         if time is not None:
             body["time"] = float(time)
         if times is not None:
             if len(times) != 3:
                 raise InvalidRequest(f"times must be (start, end, step); got {times!r}")
-            body["times"] = dict(zip(("start", "end", "step"), (float(v) for v in times)))
+            body["times"] = dict(zip(("start", "end", "step"), (float(v) for v in times), strict=True))
         ntimes = 1 if times is None else _series_count(times)
         parts = self._batched("points", pts, ntimes, body, progress, batch_size)
         axis = 1 if times is not None else 0
@@ -206,7 +211,9 @@ class RemoteDataset:
             "spatial": spatial,
             "temporal": temporal,
         }
-        nout = 2 if every is None or not every > 0 else int(math.floor(abs(t_end - t_start) / every + 1e-9)) + 1
+        nout = (
+            2 if every is None or not every > 0 else int(math.floor(abs(t_end - t_start) / every + 1e-9)) + 1
+        )
         parts = self._batched("particles", pts, nout, body, progress, batch_size)
         positions = np.concatenate([np.asarray(p["positions"]) for p in parts], axis=1)
         times = np.asarray(parts[0]["times"], dtype=np.float64)
@@ -259,7 +266,9 @@ class RemoteDataset:
         return {k: np.asarray(out[k]) for k in ("indices", "positions", "values")}
 
     # -- cutouts -----------------------------------------------------------------------------------
-    def _cutout_params(self, variable: str, time: float, x: RangeArg, y: RangeArg, z: RangeArg, fmt: str) -> dict:
+    def _cutout_params(
+        self, variable: str, time: float, x: RangeArg, y: RangeArg, z: RangeArg, fmt: str
+    ) -> dict:
         params: dict[str, Any] = {"variable": variable, "time": repr(float(time)), "format": fmt}
         for name, value in (("x", x), ("y", y), ("z", z)):
             text = _range_text(value)

@@ -100,8 +100,13 @@ def getData(  # noqa: N802 - JHTDB's name
         if option is None or len(option) != 2:
             raise InvalidRequest("particle tracking needs option=[t_end, dt]")
         positions, times = ds.track(
-            pts, float(time), float(option[0]), float(option[1]), spatial=spatial_method,
-            temporal=temporal_method, return_times=True,
+            pts,
+            float(time),
+            float(option[0]),
+            float(option[1]),
+            spatial=spatial_method,
+            temporal=temporal_method,
+            return_times=True,
         )
         frames = [_frame(positions[-1], ["x", "y", "z"], times[-1])]
         return (frames, [float(times[-1])]) if return_times else frames
@@ -111,8 +116,13 @@ def getData(  # noqa: N802 - JHTDB's name
             raise InvalidRequest("option must be [t_end, dt] for a time series")
         series = (float(time), float(option[0]), float(option[1]))
     res = ds.query_points(
-        variable, pts, time=None if series else float(time), times=series, spatial=spatial_method,
-        temporal=temporal_method, operator=spatial_operator,
+        variable,
+        pts,
+        time=None if series else float(time),
+        times=series,
+        spatial=spatial_method,
+        temporal=temporal_method,
+        operator=spatial_operator,
     )
     values = res["values"] if series else res["values"][None]
     width = int(np.prod(values.shape[2:]))
@@ -146,7 +156,7 @@ def getCutout(  # noqa: N802 - JHTDB's name
     if t_first < 1 or t_last > len(times):
         raise InvalidRequest(f"time indices in axes_ranges are 1-based and must be in [1, {len(times)}]")
     # 1-based inclusive [start, end] -> 0-based start, exclusive stop.
-    xyz = [(int(r[0]) - 1, int(r[1]), int(s)) for r, s in zip(ranges[:3], steps[:3])]
+    xyz = [(int(r[0]) - 1, int(r[1]), int(s)) for r, s in zip(ranges[:3], steps[:3], strict=True)]
     out = xr.Dataset()
     for t1 in range(t_first, t_last + 1, int(steps[3])):
         cut = dataset.remote.cutout(variable, float(times[t1 - 1]), *xyz, as_numpy=True)
@@ -154,9 +164,17 @@ def getCutout(  # noqa: N802 - JHTDB's name
         out[name] = xr.DataArray(
             cut["data"],
             dims=("zcoor", "ycoor", "xcoor", "values"),
-            coords={"zcoor": cut["z"], "ycoor": cut["y"], "xcoor": cut["x"], "values": np.arange(cut["data"].shape[-1])},
-            attrs={"time": float(times[t1 - 1]), "components": cut["components"], **{
-                k: v for k, v in cut["attrs"].items() if isinstance(v, (str, int, float))}},
+            coords={
+                "zcoor": cut["z"],
+                "ycoor": cut["y"],
+                "xcoor": cut["x"],
+                "values": np.arange(cut["data"].shape[-1]),
+            },
+            attrs={
+                "time": float(times[t1 - 1]),
+                "components": cut["components"],
+                **{k: v for k, v in cut["attrs"].items() if isinstance(v, (str, int, float))},
+            },
         )
     out.attrs.update({"dataset": dataset.dataset_title, "variable": variable, "strides": steps.tolist()})
     return out

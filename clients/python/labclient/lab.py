@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from labclient.cosmology import RemoteSimulation
 from labclient.dataset import RemoteDataset
 from labclient.transport import Transport
 
@@ -44,7 +45,12 @@ class Lab:
         self.max_concurrency = max(1, int(max_concurrency))
         self.progress_threshold = int(progress_threshold)
         self.transport = Transport(
-            self.url, token, timeout=timeout, retries=retries, backoff=backoff, pool_size=max(16, self.max_concurrency)
+            self.url,
+            token,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            pool_size=max(16, self.max_concurrency),
         )
 
     def __repr__(self) -> str:
@@ -67,7 +73,12 @@ class Lab:
         """Every dataset served: id, title, kind, grid summary."""
         return self.transport.call("GET", "/api/v1/datasets", binary=False)["datasets"]
 
-    def dataset(self, dataset_id: str) -> RemoteDataset:
-        """Open one dataset by id (fetches its metadata and this caller's limits)."""
+    def dataset(self, dataset_id: str) -> RemoteDataset | RemoteSimulation:
+        """Open one dataset by id (fetches its metadata and this caller's limits).
+
+        Field datasets give a :class:`RemoteDataset`; cosmology simulations a :class:`RemoteSimulation`.
+        """
         info = self.transport.call("GET", f"/api/v1/datasets/{dataset_id}", binary=False)
+        if info.get("kind") == "cosmology":
+            return RemoteSimulation(self, info)
         return RemoteDataset(self, info)

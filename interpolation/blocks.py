@@ -1,0 +1,110 @@
+"""Blocks of the grid that the point kernels read from: aligned cubes of chunks plus a stencil halo.
+
+Every point belongs to the block holding its stencil's base node. A block's *padded box* adds ``HALO``
+nodes on each side (clipped at non-periodic walls), enough for every method's stencil (at most 4 nodes
+either side of the base node), so the kernel of a block reads one array and never crosses an edge.
+
+How a block's array is obtained depends on how much of it the request needs:
+
+- when the points' stencils span at least half of the padded box (dense requests, e.g. random points
+  over the domain), the whole padded box is read once and kept in the reader's byte-bounded chunk cache,
+  so later requests reuse it without copying anything;
+- otherwise (sparse or clustered points) only the stencils' bounding box is read through the chunk
+  cache, so a small cluster never pulls in a whole block.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HALO = 4  # nodes beyond a block that any stencil may touch (fd8noint: 4 either side)
+DENSE_FRACTION = 0.5  # read (and cache) the whole padded box when the stencils cover this much of it
+
+
+class BlockLayout:
+    """The block decomposition of one variable's grid.
+
+    Parameters
+    ----------
+    meta : DatasetMeta
+    variable : str
+    block : int
+        Target block edge in nodes; rounded to whole chunks, and to the whole axis when larger.
+    """
+
+    def __init__(self, meta, variable: str, block: int) -> None:
+        g = meta.grid
+        axes = (g.x, g.y, g.z)
+        cz, cy, cx = meta.array_chunks(variable)[1:4]
+        self.variable = variable
+        self.n = np.array([a.size for a in axes], dtype=np.int64)
+        self.periodic = np.array([a.periodic for a in axes], dtype=bool)
+        edge = []
+        for n, c in zip(self.n, (cx, cy, cz)):
+            b = c * max(1, round(block / c))
+            edge.append(min(int(b), int(n)))
+        self.edge = np.array(edge, dtype=np.int64)
+        self.nblocks = -(-self.n // self.edge)
+        self.count = int(np.prod(self.nblocks))
+
+    def sub_bits(self, npoints: int) -> int:
+        """Bits per axis of the sub-cube sort key: fine enough to keep neighbours together, but with no
+        more buckets than about twice the points (the counting sort costs one pass over its buckets)."""
+        budget = max(4096, 2 * npoints, self.count)
+        bits = 0
+        while bits < 4 and self.count << (3 * (bits + 1)) <= budget and (1 << (bits + 1)) <= self.edge.max():
+            bits += 1
+        return bits
+
+    def index(self, block_id: int) -> np.ndarray:
+        """(bx, by, bz) of a linear block id (x fastest)."""
+        bx = block_id % self.nblocks[0]
+        rest = block_id // self.nblocks[0]
+        return np.array([bx, rest % self.nblocks[1], rest // self.nblocks[1]], dtype=np.int64)
+
+    def padded_box(self, block_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """Node box ``[lo, hi)`` (x, y, z) of a block plus its halo, clipped to non-periodic walls."""
+        b = self.index(block_id)
+        lo = b * self.edge - HALO
+        hi = np.minimum((b + 1) * self.edge, self.n) + HALO
+        lo = np.where(self.periodic, lo, np.maximum(lo, 0))
+        hi = np.where(self.periodic, hi, np.minimum(hi, self.n))
+        return lo, hi
+
+
+def block_array(source, layout: BlockLayout, t: int, block_id: int, need_lo: np.ndarray,
+                need_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Values covering the node box ``[need_lo, need_hi)`` (x, y, z) of one block: ``(array, origin)``.
+
+    ``array`` is a read-only float64 (nz, ny, nx, nc) array (the kernels' single input type; converting
+    once here is cheaper than converting on every stencil load) and ``origin`` the global node
+    (x, y, z) of its first element. Uses the cached padded box when there is one, or when the request is dense enough to
+    be worth caching; otherwise reads just the needed box.
+    """
+    variable = layout.variable
+    cache = getattr(source, "cache", None)
+    store = getattr(source, "store", None)
+    lo, hi = layout.padded_box(block_id)
+    key = None
+    if cache is not None and store is not None:
+        from labservice.storage.reader import cache_token
+
+        key = (cache_token(store), "interpolation-block-f64", variable, int(t), int(block_id),
+               tuple(int(e) for e in layout.edge), HALO)
+        a = cache.get(key)
+        if a is not None:
+            return a, lo
+    need = float(np.prod(need_hi - need_lo))
+    if key is None or need < DENSE_FRACTION * float(np.prod(hi - lo)):
+        region = _float64(source.region(variable, t, (need_lo[2], need_lo[1], need_lo[0]),
+                                        (need_hi[2], need_hi[1], need_hi[0])))
+        return region, need_lo
+    a = _float64(source.region(variable, t, (lo[2], lo[1], lo[0]), (hi[2], hi[1], hi[0])))
+    cache.put(key, a)
+    return a, lo
+
+
+def _float64(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    a.flags.writeable = False  # one array type for the kernels (cached blocks are read-only too)
+    return a
