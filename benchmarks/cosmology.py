@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/cosmology.py [DATASET_DIR]   (default data/cosmo128; build it with
 ``python -c "from labservice.datasets.cosmo import build_cosmo; build_cosmo('data', size=128)"``).
-Prints p50 latencies and ratios measured in the same run.
+Prints p50 latencies and ratios measured in the same run, in process and then through a real server
+(one HTTP request per tree vs one per node, as a TNG-API client walks).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from labservice.cutout.particles import ParticleSnapshot
+from labservice.datasets.simulation import Simulation
 from labservice.datasets.treequery import TreeTable, walk_main_branch, walk_progenitors
 
 
@@ -69,6 +71,48 @@ def main(path: Path) -> None:
         return sel[(d**2).sum(axis=1) < 20.0**2]
 
     print(f"halo search mass > 1e13 near 20 Mpc/h: p50 {p50(search, range(20)) * 1e3:.3f} ms")
+    sim = Simulation(path)
+    t_lib = p50(lambda _: sim.search_halos(int(last), {"mass__gt": 1e13}, near=(*centre, 20.0), limit=1000),
+                range(20))
+    print(f"  same through Simulation.search_halos (filters parsed, paged): p50 {t_lib * 1e3:.3f} ms")
+    through_http(path, int(last), roots[:10], sim.box)
+
+
+def through_http(path: Path, last: int, roots: np.ndarray, box: float) -> None:
+    """The same queries through a real server and the client: one request per tree vs one per node."""
+    from labservice.settings import Settings
+
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=path.parent, token_db=Path(tmp) / "tokens.sqlite",
+                            public_requests_per_minute=10**6, public_max_concurrent=64)
+        _http_queries(settings, path, last, roots, box)
+
+
+def _http_queries(settings, path: Path, last: int, roots: np.ndarray, box: float) -> None:
+    from labclient import Lab
+    from labservice.app import create_app
+    from labservice.devserver import ServerThread
+
+    with ServerThread(create_app(settings)) as server, Lab(server.url) as lab:
+        sim = lab.dataset(path.name)
+        http = lab.transport
+
+        def walk(i):  # the TNG-API way: GET each halo, follow firstProgenitorId
+            cur = int(i)
+            while cur >= 0:
+                cur = int(http.call("GET", f"/api/v1/datasets/{path.name}/halos/{cur}", binary=False)
+                          ["halo"]["firstProgenitorId"])
+
+        t_one = p50(lambda i: sim.halo(int(i)).main_branch(), roots)
+        t_walk = p50(walk, roots)
+        print(f"HTTP main branch p50: one request {t_one * 1e3:.2f} ms, one request per node "
+              f"{t_walk * 1e3:.1f} ms -> {t_walk / t_one:.0f}x")
+        t_search = p50(lambda _: sim.halos(last, mass__gt=1e13, near=(box / 2, box / 2, box / 2, 20.0)), range(20))
+        print(f"HTTP halo search mass > 1e13 near= p50 {t_search * 1e3:.2f} ms")
+        t_cut = p50(lambda i: sim.halo(int(i)).cutout(radius=2, units="r200"), roots)
+        print(f"HTTP particle cutout 2*R200 p50 over {len(roots)} massive halos: {t_cut * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Build the demo datasets (isotropic DNS, analytic channel) through the same ingest path a user takes.
+"""Build the demo datasets (isotropic DNS, analytic channel, N-body cosmo) through the ingest paths a user takes.
 
 Each demo writes its raw HDF5 snapshots and a descriptor into ``<data_dir>/.raw/<id>`` (the descriptor
 last, so its presence means the raw output is complete), ingests them into ``<data_dir>/<id>`` and then
@@ -67,7 +67,7 @@ def is_built(url: str | os.PathLike[str]) -> bool:
         store.close()
 
 
-def _select(writers: dict[str, Writer], only: Sequence[str] | None) -> list[str]:
+def _select(writers: Sequence[str], only: Sequence[str] | None) -> list[str]:
     if not only:
         return list(writers)
     chosen = []
@@ -88,17 +88,21 @@ def build_demos(
     Parameters
     ----------
     data_dir : path-like
-        Folder that receives ``isotropic<size>`` and ``channel64``.
+        Folder that receives ``isotropic<size>``, ``channel64`` and ``cosmo<size>``.
     size : int
         Grid size of the isotropic DNS (64 by default; 128 builds ``isotropic128``, which takes far longer).
     only : sequence of str, optional
-        Build only these (ids such as "channel64", or "isotropic"/"channel").
+        Build only these (ids such as "channel64", or "isotropic"/"channel"/"cosmo").
     force : bool
         Rebuild even when a complete dataset is present.
     """
     data = Path(data_dir).resolve()
     writers = demo_writers(size)
-    for dataset_id in _select(writers, only):
+    cosmo_id = f"cosmo{size}"
+    for dataset_id in _select([*writers, cosmo_id], only):
+        if dataset_id == cosmo_id:
+            yield from _build_cosmo(data, size, force)
+            continue
         target = data / dataset_id
         if not force and is_built(target):
             yield f"{dataset_id}: present at {target}"
@@ -107,6 +111,21 @@ def build_demos(
         yield f"{dataset_id}: building into {target}"
         yield from _build_one(writers[dataset_id], dataset_id, data, force)
         yield f"{dataset_id}: done in {time.perf_counter() - started:.0f} s"
+
+
+def _build_cosmo(data: Path, size: int, force: bool) -> Iterator[str]:
+    """The N-body demo (PM run, Gadget snapshots, halos, trees, density): its own ingest, not a field one."""
+    from labservice.datasets.cosmo import build_cosmo
+    from labservice.datasets.simulation import is_simulation
+
+    target = data / f"cosmo{size}"
+    if not force and is_simulation(target):
+        yield f"cosmo{size}: present at {target}"
+        return
+    started = time.perf_counter()
+    yield f"cosmo{size}: running the N-body simulation into {target}"
+    build_cosmo(data, size=size, force=force)
+    yield f"cosmo{size}: done in {time.perf_counter() - started:.0f} s"
 
 
 def _build_one(writer: Writer, dataset_id: str, data: Path, force: bool) -> Iterator[str]:

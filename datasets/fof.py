@@ -68,7 +68,11 @@ def _fof_roots(pos: np.ndarray, box: float, ll: float, ncell: int) -> np.ndarray
         ucell[c] = sorted_cells[starts[c]]
         start[c] = starts[c]
     start[nocc] = n
-    parent = np.arange(n)
+    # Positions in cell order: the pair loops below then read memory contiguously.
+    spos = np.empty((n, 3))
+    for a in range(n):
+        spos[a] = pos[order[a]]
+    parent = np.arange(n)  # union-find over positions in cell order
     ll2 = ll * ll
     for c in range(nocc):
         key = ucell[c]
@@ -85,22 +89,23 @@ def _fof_roots(pos: np.ndarray, box: float, ll: float, ncell: int) -> np.ndarray
                     if j >= nocc or ucell[j] != nkey:
                         continue
                     for a in range(start[c], start[c + 1]):
-                        p = order[a]
                         b0 = a + 1 if nkey == key else start[j]
                         for b in range(b0, start[j + 1]):
-                            q = order[b]
-                            rp = _find(parent, p)
-                            rq = _find(parent, q)
-                            if rp == rq:
+                            # The distance is cheaper than two finds, and most neighbour pairs are not linked.
+                            if _dist2(spos, a, b, box) > ll2:
                                 continue
-                            if _dist2(pos, p, q, box) <= ll2:
-                                if rp < rq:
-                                    parent[rq] = rp
+                            ra = _find(parent, a)
+                            rb = _find(parent, b)
+                            if ra != rb:
+                                if order[ra] < order[rb]:
+                                    parent[rb] = ra
                                 else:
-                                    parent[rp] = rq
-    for i in range(n):
-        parent[i] = _find(parent, i)
-    return parent
+                                    parent[ra] = rb
+    # Back to input order; each group's root is its smallest input index, as before.
+    roots = np.empty(n, dtype=np.int64)
+    for a in range(n):
+        roots[order[a]] = order[_find(parent, a)]
+    return roots
 
 
 def fof_labels(pos: np.ndarray, box: float, linking_length: float, min_members: int = 20) -> np.ndarray:
@@ -209,11 +214,11 @@ def halo_properties(
         vmean = v.mean(axis=0)
         r_fof = np.sqrt((periodic_delta(p, com, box) ** 2).sum(axis=1)).max()
         r200, m200, vmax = _spherical_overdensity(tree, centre, max(r_fof, softening), box, particle_mass, rho_200, a)
-        for name, val in zip(("x", "y", "z"), centre):
+        for name, val in zip(("x", "y", "z"), centre, strict=True):
             cols[name][h] = val
-        for name, val in zip(("x_com", "y_com", "z_com"), com):
+        for name, val in zip(("x_com", "y_com", "z_com"), com, strict=True):
             cols[name][h] = val
-        for name, val in zip(("vx", "vy", "vz"), vmean):
+        for name, val in zip(("vx", "vy", "vz"), vmean, strict=True):
             cols[name][h] = val
         cols["r200c"][h], cols["m200c"][h], cols["vmax"][h] = r200, m200, vmax
         cols["vdisp"][h] = np.sqrt(((v - vmean) ** 2).sum(axis=1).mean() / 3.0)

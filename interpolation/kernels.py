@@ -20,6 +20,11 @@ import numpy as np
 
 from labservice.interpolation.weights import (
     FD4LAG4,
+    LAG4,
+    LAG6,
+    LAG8,
+    LAG_INV_DEN,
+    TRILINEAR,
     SCRATCH_ROWS,
     WMAX,
     axis_weights,
@@ -151,10 +156,27 @@ def _evaluate_range(code, nder, q0, q1, order, points, start, u, status, R, lo, 
     for a in range(3):
         fast[a] = uniform[a] != 0 and code != FD4LAG4
         inv_h[a] = 1.0 / dx[a]
+    lagrange = code == TRILINEAR or code == LAG4 or code == LAG6 or code == LAG8
+    inv_den = LAG_INV_DEN[W, :W].copy()
     for q in range(q0, q1):
         p = order[q]
         for a in range(3):
-            if fast[a]:
+            if fast[a] and nder == 0 and lagrange and status[p, a] == 0:
+                # the common case in O(W): prefix and suffix products of (u - k), constant denominators
+                uu = u[p, a]
+                pre = 1.0
+                for j in range(W):
+                    w[a, 0, j] = pre
+                    pre *= uu - j
+                suf = 1.0
+                for j in range(W - 1, -1, -1):
+                    w[a, 0, j] *= suf * inv_den[j]
+                    suf *= uu - j
+                if uu == np.floor(uu):  # on a node: exactly 1 and 0
+                    for j in range(W):
+                        w[a, 0, j] = 0.0
+                    w[a, 0, int(uu)] = 1.0
+            elif fast[a]:
                 ih = inv_h[a]
                 for j in range(W):
                     v, d1, d2 = node_weights(code, W, j, u[p, a], status[p, a], nder)

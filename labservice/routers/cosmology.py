@@ -19,11 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from labservice.datasets.simulation import MAX_LIMIT, Simulation, SimulationRegistry
 from labservice.encoding import JSON, MSGPACK, encode, openapi_body, parse_request
 from labservice.errors import InvalidInput, NotFound, unknown
 from labservice.limits import Caller, check_cutout_bytes
 from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings, get_simulations
-from labservice.datasets.simulation import MAX_LIMIT, Simulation, SimulationRegistry
 from labservice.settings import Settings
 
 router = APIRouter(tags=["cosmology"])
@@ -48,7 +48,8 @@ TableFormat = Annotated[
     Query(description="json, csv, parquet or msgpack; default from Accept, else json.", examples=["csv"]),
 ]
 FieldList = Annotated[
-    str | None, Query(description="Comma-separated columns to return (id is always included).", examples=["mass,x"])
+    str | None,
+    Query(alias="fields", description="Comma-separated columns to return (id is always included).", examples=["mass,x"]),
 ]
 _TABLE_OK = {
     200: {
@@ -77,15 +78,15 @@ def _csv_list(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _numbers(name: str, value: str | None, count: int) -> list[float] | None:
+def _numbers(name: str, value: str | None, form: str) -> list[float] | None:
     if value is None:
         return None
     try:
         out = [float(v) for v in value.split(",")]
     except ValueError:
         out = []
-    if len(out) != count:
-        raise InvalidInput(f"{name} must be {count} comma-separated numbers; got {value!r}")
+    if len(out) != len(form.split(",")):
+        raise InvalidInput(f"{name} must be {form} ({len(form.split(','))} comma-separated numbers); got {value!r}")
     return out
 
 
@@ -177,7 +178,7 @@ async def search_halos(
     order_by: Annotated[str | None, Query(description="Columns, '-' for descending: -mass,id.")] = None,
     limit: Annotated[int, Query(ge=0, le=MAX_LIMIT, description="Rows per page.")] = 100,
     offset: Annotated[int, Query(ge=0, description="Rows to skip.")] = 0,
-    columns: Annotated[str | None, Query(alias="fields", description="Columns to return.")] = None,
+    columns: FieldList = None,
     format: TableFormat = None,
 ) -> Response:
     """Halos of a snapshot: filters column__gt/__lt/__ge/__le/__eq/__ne=value, near=, box=, order_by, paging."""
@@ -193,8 +194,8 @@ async def search_halos(
         s.search_halos,
         snap,
         filters,
-        near=_numbers("near", near, 4),
-        box=_numbers("box", box, 6),
+        near=_numbers("near", near, "x,y,z,r"),
+        box=_numbers("box", box, "x0,y0,z0,x1,y1,z1"),
         order_by=_csv_list(order_by),
         limit=limit,
         offset=offset,
@@ -204,20 +205,30 @@ async def search_halos(
     return await _table(request, format, page.frame, info)
 
 
-@router.get("/datasets/{sim}/snapshots/{snap}/halos/{halo_id}", operation_id="get_halo")
-def get_halo(sim: str, snap: int, halo_id: int, request: Request, sims: Sims, fields: Fields) -> dict[str, Any]:
+_HALO_OK = {
+    200: {"content": {JSON: {"example": {
+        "halo": {"id": 0, "snap": 30, "mass": 1.8e14, "x": 21.4, "y": 12.0, "z": 21.9, "r200c": 0.57,
+                 "descendantId": -1, "firstProgenitorId": 1, "lastProgenitorId": 40, "mainLeafId": 30},
+        "links": {"main_branch": "/api/v1/datasets/cosmo64/halos/0/tree?kind=main-branch"},
+    }}}},
+    404: {"description": "Unknown simulation or halo, or the halo is at another snapshot."},
+}
+
+
+@router.get("/datasets/{sim}/snapshots/{snap}/halos/{halo_id}", operation_id="get_halo", responses=_HALO_OK)
+def get_halo(sim: str, snap: int, halo_id: int, request: Request, sims: Sims, fields: Fields) -> Response:
     """One halo: every catalog and tree column, with links to its tree, mergers and cutout."""
     s = simulation(sims, fields, sim)
     halo = s.halo(halo_id, snap)
-    return json.loads(encode({"halo": halo, "links": _links(request, s.id, halo)}, False).body)
+    return encode({"halo": halo, "links": _links(request, s.id, halo)}, False)  # NaN -> null
 
 
-@router.get("/datasets/{sim}/halos/{halo_id}", operation_id="get_halo_by_id")
-def get_halo_by_id(sim: str, halo_id: int, request: Request, sims: Sims, fields: Fields) -> dict[str, Any]:
+@router.get("/datasets/{sim}/halos/{halo_id}", operation_id="get_halo_by_id", responses=_HALO_OK)
+def get_halo_by_id(sim: str, halo_id: int, request: Request, sims: Sims, fields: Fields) -> Response:
     """One halo by its id alone (ids are unique across snapshots), with links."""
     s = simulation(sims, fields, sim)
     halo = s.halo(halo_id)
-    return json.loads(encode({"halo": halo, "links": _links(request, s.id, halo)}, False).body)
+    return encode({"halo": halo, "links": _links(request, s.id, halo)}, False)  # NaN -> null
 
 
 @router.get("/datasets/{sim}/halos/{halo_id}/tree", operation_id="get_halo_tree", responses=_TABLE_OK)

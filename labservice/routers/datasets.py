@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from labservice.datasets.simulation import SimulationRegistry
 from labservice.errors import unknown
 from labservice.limits import Caller
-from labservice.datasets.simulation import SimulationRegistry
 from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings, get_simulations
 from labservice.settings import Settings
 from labservice.storage.metadata import DatasetMeta

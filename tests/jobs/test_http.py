@@ -158,3 +158,18 @@ def test_points_job_and_quota_and_cancel(service, synthetic_url):
         assert info["status"] == "cancelled"
         with pytest.raises(AuthError):
             submit_job(lab(service, None), CUTOUT)
+
+
+def test_dataset_methods_submit_jobs(service, synthetic_url):
+    """`cutout(wait=False)`, `points(job=True)` and `lab.jobs()`: the notebook path to batch work."""
+    pts = np.random.default_rng(2).uniform(0, 6.28, size=(500, 3))
+    with lab(service, "bob") as bob:
+        ds = bob.dataset("synthetic")
+        job = ds.cutout("velocity", time=0.1, x=(0, 32, 4), y=(0, 16), z=(4, 12), wait=False)
+        assert isinstance(job, Job)
+        assert job.id in {j.id for j in bob.jobs()}
+        got = job.wait(progress=False, timeout=120).result()
+        ref = ds.cutout("velocity", time=0.1, x=(0, 32, 4), y=(0, 16), z=(4, 12))
+        np.testing.assert_array_equal(got.velocity[0].values, ref.velocity.values)
+        pjob = ds.points("pressure", pts, time=0.05, job=True)
+        np.testing.assert_array_equal(pjob.wait(progress=False, timeout=300).result(), ds.points("pressure", pts, time=0.05))

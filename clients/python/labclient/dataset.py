@@ -156,7 +156,8 @@ class RemoteDataset:
         operator: str = "field",
         progress: bool | None = None,
         batch_size: int | None = None,
-    ) -> np.ndarray:
+        job: bool = False,
+    ) -> Any:
         """Values of ``variable`` at N points.
 
         Parameters
@@ -175,6 +176,9 @@ class RemoteDataset:
             Show a progress bar (default: only for large requests).
         batch_size
             Points per request (default: as many as the caller's limit allows).
+        job
+            Run as a batch job instead (millions of points, long series); returns a
+            :class:`labclient.jobs.Job` whose ``result()`` is the array.
 
         Returns
         -------
@@ -182,6 +186,20 @@ class RemoteDataset:
             (N, nc) for a field or Laplacian, (N, nc, 3) for a gradient, (N, nc, 6) for a Hessian; a series
             adds a leading time axis.
         """
+        if job:
+            from labclient.jobs import submit_job
+
+            request = {
+                "kind": "points",
+                "dataset": self.id,
+                "variable": variable,
+                "time": time,
+                "times": None if times is None else [float(v) for v in times],
+                "spatial": spatial,
+                "temporal": temporal,
+                "operator": operator,
+            }
+            return submit_job(self.lab, request, points=self._as_points(points))
         return self.query_points(
             variable, points, time, times, spatial, temporal, operator, progress, batch_size
         )["values"]
@@ -284,12 +302,30 @@ class RemoteDataset:
         y: RangeArg = None,
         z: RangeArg = None,
         as_numpy: bool = False,
+        wait: bool = True,
+        formats: tuple[str, ...] = ("zarr",),
     ) -> Any:
         """A subvolume at a stored time: an xarray Dataset (dims z, y, x, component) with physical coords.
 
         ``x``, ``y``, ``z`` are ``(start, stop[, step])`` grid indices, 0-based, stop exclusive; wrapping is
-        allowed on periodic axes. With ``as_numpy=True`` returns a dict of numpy arrays instead.
+        allowed on periodic axes. With ``as_numpy=True`` returns a dict of numpy arrays instead. With
+        ``wait=False`` the cutout runs as a batch job (any size) and a :class:`labclient.jobs.Job` is
+        returned; ``time`` may then also be a list of stored times and ``formats`` picks the outputs.
         """
+        if not wait:
+            from labclient.jobs import submit_job
+
+            request = {
+                "kind": "cutout",
+                "dataset": self.id,
+                "variable": variable,
+                "times": [float(t) for t in np.atleast_1d(time)],
+                "x": _range_text(x),
+                "y": _range_text(y),
+                "z": _range_text(z),
+                "formats": list(formats),
+            }
+            return submit_job(self.lab, request)
         params = self._cutout_params(variable, time, x, y, z, "msgpack")
         payload = self.lab.transport.call("GET", self._path("cutout"), params=params)
         from labclient.cutouts import cutout_to_numpy, cutout_to_xarray

@@ -73,6 +73,12 @@ class Lab:
         """Every dataset served: id, title, kind, grid summary."""
         return self.transport.call("GET", "/api/v1/datasets", binary=False)["datasets"]
 
+    def jobs(self) -> list[Any]:
+        """This caller's batch jobs, newest first (:class:`labclient.jobs.Job` objects)."""
+        from labclient.jobs import list_jobs
+
+        return list_jobs(self)
+
     def dataset(self, dataset_id: str) -> RemoteDataset | RemoteSimulation:
         """Open one dataset by id (fetches its metadata and this caller's limits).
 
