@@ -127,4 +127,4 @@ def s3_url(s3_server: SeaweedS3) -> str:
 @pytest.fixture(scope="session")
 def demo_data() -> Path:
     """The folder with the demo datasets (``make test`` sets LABSERVICE_DEMO_DATA)."""
-    return Path(os.environ.get("LABSERVICE_DEMO_DATA", "/work/main/data"))
+    return Path(os.environ.get("LABSERVICE_DEMO_DATA", Path(__file__).resolve().parents[1] / "data"))
