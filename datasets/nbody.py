@@ -97,27 +97,28 @@ def growth_rate(a: np.ndarray | float, cosmo: Cosmology) -> np.ndarray:
 
 
 # -- mesh operations (numba) -----------------------------------------------------------------------
+@numba.njit(cache=True, inline="always")
+def _cic_cell(x: float, y: float, z: float, scale: float, ngrid: int):
+    """The lower and upper periodic mesh indices around a point and its fractional offsets (dx, dy, dz)."""
+    fx = x * scale
+    fy = y * scale
+    fz = z * scale
+    ix = int(np.floor(fx))
+    iy = int(np.floor(fy))
+    iz = int(np.floor(fz))
+    ix0 = ix % ngrid
+    iy0 = iy % ngrid
+    iz0 = iz % ngrid
+    return ix0, iy0, iz0, (ix0 + 1) % ngrid, (iy0 + 1) % ngrid, (iz0 + 1) % ngrid, fx - ix, fy - iy, fz - iz
+
+
 @numba.njit(cache=True)
 def cic_deposit(pos: np.ndarray, ngrid: int, box: float) -> np.ndarray:
     """Cloud-in-cell particle counts on an ngrid^3 periodic mesh (array order [x, y, z], node i at i*box/n)."""
     rho = np.zeros((ngrid, ngrid, ngrid), dtype=np.float64)
     scale = ngrid / box
     for p in range(pos.shape[0]):
-        fx = pos[p, 0] * scale
-        fy = pos[p, 1] * scale
-        fz = pos[p, 2] * scale
-        ix = int(np.floor(fx))
-        iy = int(np.floor(fy))
-        iz = int(np.floor(fz))
-        dx = fx - ix
-        dy = fy - iy
-        dz = fz - iz
-        ix0 = ix % ngrid
-        iy0 = iy % ngrid
-        iz0 = iz % ngrid
-        ix1 = (ix0 + 1) % ngrid
-        iy1 = (iy0 + 1) % ngrid
-        iz1 = (iz0 + 1) % ngrid
+        ix0, iy0, iz0, ix1, iy1, iz1, dx, dy, dz = _cic_cell(pos[p, 0], pos[p, 1], pos[p, 2], scale, ngrid)
         rho[ix0, iy0, iz0] += (1 - dx) * (1 - dy) * (1 - dz)
         rho[ix1, iy0, iz0] += dx * (1 - dy) * (1 - dz)
         rho[ix0, iy1, iz0] += (1 - dx) * dy * (1 - dz)
@@ -137,21 +138,7 @@ def cic_interpolate(field: np.ndarray, pos: np.ndarray, box: float) -> np.ndarra
     out = np.empty((pos.shape[0], nc), dtype=np.float64)
     scale = ngrid / box
     for p in numba.prange(pos.shape[0]):
-        fx = pos[p, 0] * scale
-        fy = pos[p, 1] * scale
-        fz = pos[p, 2] * scale
-        ix = int(np.floor(fx))
-        iy = int(np.floor(fy))
-        iz = int(np.floor(fz))
-        dx = fx - ix
-        dy = fy - iy
-        dz = fz - iz
-        ix0 = ix % ngrid
-        iy0 = iy % ngrid
-        iz0 = iz % ngrid
-        ix1 = (ix0 + 1) % ngrid
-        iy1 = (iy0 + 1) % ngrid
-        iz1 = (iz0 + 1) % ngrid
+        ix0, iy0, iz0, ix1, iy1, iz1, dx, dy, dz = _cic_cell(pos[p, 0], pos[p, 1], pos[p, 2], scale, ngrid)
         for c in range(nc):
             out[p, c] = (
                 field[ix0, iy0, iz0, c] * (1 - dx) * (1 - dy) * (1 - dz)
