@@ -145,6 +145,11 @@ class ZarrStore(FieldStore):
             self._group.attrs[META_KEY] = meta.model_dump(mode="json")
         self.meta = meta
 
+    @property
+    def zarr_store(self) -> zarr.abc.store.Store:
+        """The underlying zarr store, for byte-level reads of stored objects (the HTTP zarr view)."""
+        return self._zstore
+
     def close(self) -> None:
         self._zstore.close()
 

@@ -21,7 +21,6 @@ import hashlib
 import json
 import os
 import re
-import threading
 from typing import Annotated, Any
 
 import numpy as np
@@ -42,25 +41,11 @@ _CACHE_CONTROL_DATA = "public, max-age=3600"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
-# One zarr store per dataset URL, opened lazily (the FieldStore's own store is private to it).
-_stores: dict[str, Any] = {}
-_stores_lock = threading.Lock()
-
-
 def _raw_store(ds: Any) -> Any:
-    """A read-only zarr store over the dataset's group, for byte (range) reads."""
-    from zarr.storage import FsspecStore, LocalStore
-
-    url = ds.url
-    with _stores_lock:
-        zs = _stores.get(url)
-        if zs is None:
-            if "://" not in url or url.startswith("file://"):
-                zs = LocalStore(url.removeprefix("file://"), read_only=True)
-            else:
-                opts = getattr(ds.store, "storage_options", None) or {}
-                zs = FsspecStore.from_url(url, storage_options=opts, read_only=True)
-            _stores[url] = zs
+    """The dataset's own zarr store, for byte (range) reads; only zarr-backed datasets have one."""
+    zs = getattr(ds.store, "zarr_store", None)
+    if zs is None:
+        raise NotFound(f"dataset {ds.meta.id!r} is not stored as zarr, so it has no zarr view; use /cutout")
     return zs
 
 
