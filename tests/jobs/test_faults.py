@@ -22,13 +22,25 @@ from labservice.job_tasks import executing_keys
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
 
+NT = 12
+
+
+@pytest.fixture(scope="module")
+def synthetic_url(tmp_path_factory: pytest.TempPathFactory, helpers) -> str:
+    """A longer-running dataset than the shared one: on a quiet machine a 384-task job could finish
+    before a fault is injected, and these tests must strike mid-job."""
+    url = str(tmp_path_factory.mktemp("faults-data") / "synthetic.zarr")
+    helpers.build(url, n=64, nt=NT)
+    return url
+
+
 def request(url: str) -> dict:
-    # 64^3 x 3 times x 2 variables in 16^3 shards: 384 tasks, a few seconds of work.
+    # 64^3 x 12 times x 2 variables in 16^3 shards: 1536 tasks.
     return {
         "kind": "cutout",
         "dataset": url,
         "variables": ["velocity", "pressure"],
-        "time_indices": [0, 1, 2],
+        "time_indices": list(range(NT)),
     }
 
 
