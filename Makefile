@@ -7,7 +7,9 @@ PORT   ?= 8000
 PY      = $(VENV)/bin/python
 STAMP   = $(VENV)/.installed
 
-.PHONY: run test demo setup bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run test demo setup bench clean browser
 
 setup: $(STAMP)
 
@@ -24,7 +26,11 @@ demo: $(STAMP)
 run: demo
 	$(PY) -m labservice serve --host $(HOST) --port $(PORT) --data $(DATA)
 
-test: demo
+# The portal's browser tests drive Debian's Chromium (Playwright cannot download browsers here).
+browser:
+	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: demo browser
 	LABSERVICE_DEMO_DATA=$(abspath $(DATA)) $(PY) -m pytest
 
 bench: demo
