@@ -186,13 +186,19 @@ def halo_properties(
     omega_m: float,
     omega_l: float,
     softening: float,
-    max_sources: int = 4000,
+    max_sources: int = 1000,
 ) -> HaloCatalog:
     """Measure every FOF group (label >= 0).
 
     Positions are comoving Mpc/h, velocities peculiar km/s, masses Msun/h. R200c is comoving Mpc/h: the
-    radius around the potential-minimum centre inside which the mean density (of all particles) first drops
-    below 200 times the critical density at ``a``.
+    outermost radius around the potential-minimum centre inside which the mean density (of all particles)
+    is still at least 200 times the critical density at ``a``; M200c is the mass inside it.
+
+    R200c and M200c are NaN when the enclosed density never reaches 200 rho_crit outside the innermost
+    ``min_count`` particles: a poorly resolved halo (in a PM run, mostly those under ~100 particles, whose
+    cores the mesh smooths below that density). A radius of zero would claim a measurement; NaN says there
+    is none. The potential minimum uses at most ``max_sources`` members as sources (a regular subsample),
+    which keeps big halos O(n) and moves the centre by much less than the softening.
     """
     nh = int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
     members = np.flatnonzero(labels >= 0)
@@ -229,8 +235,8 @@ def halo_properties(
 
 
 def _spherical_overdensity(tree, centre, r_search, box, m_p, rho_200, a, min_count=5):
-    # R200c is the outermost radius whose enclosed mean density is still >= 200 rho_crit; grow the search
-    # sphere (at most 6 doublings) until its edge is below the threshold so that radius lies inside.
+    # R200c is the outermost radius whose enclosed mean density is still >= 200 rho_crit (NaN if none); grow
+    # the search sphere (at most 6 doublings) until its edge is below the threshold so that radius lies inside.
     for _ in range(6):
         found = np.asarray(tree.query_ball_point(centre, r_search), dtype=np.int64)
         d = np.sort(np.sqrt((periodic_delta(tree.data[found], centre, box) ** 2).sum(axis=1)))
@@ -245,7 +251,7 @@ def _spherical_overdensity(tree, centre, r_search, box, m_p, rho_200, a, min_cou
         k = min_count + above[-1]
         r200, m200, inner = float(d[k]), float(enclosed[k]), k + 1
     else:
-        r200, m200, inner = 0.0, 0.0, 0
+        r200, m200, inner = np.nan, np.nan, 0  # undefined: never dense enough (see halo_properties)
     # vmax: the peak circular velocity inside R200 (at least the 8 innermost particles), skipping the core.
     limit = max(inner, min_count + 8)
     vc = np.sqrt(G_MPC_KMS2_MSUN * enclosed[min_count:limit] / (a * d[min_count:limit]))

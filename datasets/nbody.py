@@ -342,7 +342,7 @@ def run_pm(config: RunConfig, output_times: np.ndarray | None = None) -> Iterato
         yield emit(a_init)
         next_out = next(out_iter, None)
     acc = force(pos)
-    for a0, a1 in zip(bounds[:-1], bounds[1:]):
+    for a0, a1 in zip(bounds[:-1], bounds[1:], strict=True):
         amid = 0.5 * (a0 + a1)
         mom += acc * _kick(a0, amid, cosmo)
         pos = np.mod(pos + mom * _drift(a0, a1, cosmo), config.box)

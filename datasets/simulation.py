@@ -20,6 +20,7 @@ import pandas as pd
 
 from labservice.cutout.particles import FIELDS as PARTICLE_FIELDS
 from labservice.cutout.particles import ParticleSnapshot, cell_ranges
+from labservice.datasets.haloindex import HaloIndex
 from labservice.datasets.treequery import KINDS, TreeTable
 from labservice.errors import InvalidInput, LabError, NotFound, unknown
 
@@ -92,6 +93,7 @@ class HaloPage:
     total: int
     offset: int
     limit: int
+    examined: int = 0  # catalog rows tested: the whole snapshot, or only the index cells near= / box= touch
 
 
 class Simulation:
@@ -101,7 +103,7 @@ class Simulation:
     ----------
     path : str or Path
         Folder with ``simulation.json``, ``halos.parquet`` and ``snapshots/NNN``.
-    sql_max_rows, sql_timeout, sql_memory_limit
+    sql_max_rows, sql_timeout, sql_memory_limit, sql_threads
         Limits of every SQL query (see :class:`~labservice.datasets.sql.SqlEngine`).
     """
 
@@ -111,6 +113,7 @@ class Simulation:
         sql_max_rows: int = 100_000,
         sql_timeout: float = 10.0,
         sql_memory_limit: str = "256MB",
+        sql_threads: int = 1,
     ) -> None:
         self.path = Path(path)
         if not is_simulation(self.path):
@@ -119,13 +122,20 @@ class Simulation:
         self.id: str = self.info["id"]
         self.box = float(self.info["box"])
         self.halos = pd.read_parquet(self.path / "halos.parquet")
+        # Catalogs written before R200c became NaN when undefined stored 0 there: read both as "none".
+        undefined = ~(self.halos["r200c"].to_numpy() > 0)
+        if undefined.any():
+            self.halos.loc[undefined, ["r200c", "m200c"]] = np.nan
         self.trees = TreeTable(self.halos)
         self.columns: list[str] = list(self.halos.columns)
         snap_col = self.halos["snap"].to_numpy()
         # Row numbers of each snapshot's halos, so a search scans one snapshot only.
         self._rows = {int(r["snap"]): np.flatnonzero(snap_col == r["snap"]) for r in self.info["snapshots"]}
+        self._xyz = self.halos[["x", "y", "z"]].to_numpy()
+        self._columns: dict[str, np.ndarray] = {}  # column arrays for filters, filled on first use
+        self.index = HaloIndex(snap_col, self._xyz, self.box)
         self.sql_max_rows = int(sql_max_rows)
-        self._sql_args = (sql_max_rows, sql_timeout, sql_memory_limit)
+        self._sql_args = (int(sql_max_rows), float(sql_timeout), sql_memory_limit, int(sql_threads))
         self._sql: SqlEngine | None = None
         self._particles: dict[int, ParticleSnapshot] = {}
         self._lock = threading.Lock()
@@ -165,6 +175,11 @@ class Simulation:
             "columns": self.columns,
             "particle_fields": list(PARTICLE_FIELDS),
             "density_dataset": f"{self.id}-density" if (self.path / "density.zarr").is_dir() else None,
+            "sql": dict(zip(("max_rows", "timeout_seconds", "memory_limit", "threads"), self._sql_args, strict=True))
+            | {"tables": ["halos", "snapshots", "trees"]},
+            "halo_search": {"max_limit": MAX_LIMIT, "spatial_index_level": self.index.level},
+            "r200c": "NaN (null in JSON) where the enclosed density never reaches 200 rho_crit; units=r200 then "
+                     "answers 422",
         }
 
     # -- columns --------------------------------------------------------------------------------------
@@ -208,8 +223,9 @@ class Simulation:
             any catalog column (a bare column name means eq).
         near : (x, y, z, r)
             Keep halos whose centre is within ``r`` of (x, y, z), measured periodically; adds ``distance``.
+            Only the rows in the Morton-index cells the sphere overlaps are examined.
         box : (x0, y0, z0, x1, y1, z1)
-            Keep halos with x0 <= x < x1 (and y, z), wrapping through the periodic edges.
+            Keep halos with x0 <= x < x1 (and y, z), wrapping through the periodic edges; also indexed.
         order_by : str or list of str
             Columns to sort by, ``-`` in front for descending (``"-mass"``); ``distance`` with ``near``.
             Default: by id.
@@ -224,35 +240,55 @@ class Simulation:
         if int(offset) < 0:
             raise InvalidInput(f"offset must be >= 0; got {offset}")
         rows = self._rows[snap]
-        frame = self.halos.iloc[rows]
+        sphere = self._near(near) if near is not None else None
+        bounds = self._box(box) if box is not None else None
+        if sphere is not None:
+            rows = self.index.sphere_rows(snap, *sphere)
+        if bounds is not None:
+            in_box = self.index.box_rows(snap, *bounds)
+            rows = np.intersect1d(rows, in_box, assume_unique=True) if sphere is not None else in_box
+        # Filter on cached column arrays and build a DataFrame only from the rows that pass.
         keep = np.ones(len(rows), dtype=bool)
         for key, value in (filters or {}).items():
             column, op = parse_filter(key)
             self.check_columns([column], "halo column")
-            values = frame[column].to_numpy()
+            values = self._column(column)[rows]
             try:
                 target = float(value) if values.dtype.kind in "iuf" else value
             except (TypeError, ValueError):
                 raise InvalidInput(f"filter {key} needs a number; got {value!r}") from None
             keep &= FILTER_OPS[op](values, target)
-        centres = frame[["x", "y", "z"]].to_numpy()
+        centres = self._xyz[rows]
         distance = None
-        if near is not None:
-            centre, radius = self._near(near)
+        if sphere is not None:
+            centre, radius = sphere
             delta = (centres - centre + 0.5 * self.box) % self.box - 0.5 * self.box
             distance = np.sqrt((delta**2).sum(axis=1))
             keep &= distance <= radius
-        if box is not None:
-            lo, hi = self._box(box)
+        if bounds is not None:
+            lo, hi = bounds
             keep &= np.all((centres - lo) % self.box < hi - lo, axis=1)
-        frame = frame[keep]
-        if distance is not None:
-            frame = frame.assign(distance=distance[keep])
-        frame = self._order(frame, order_by)
-        page = frame.iloc[int(offset) : int(offset) + int(limit)]
+        examined, rows = len(rows), rows[keep]
+        window = slice(int(offset), int(offset) + int(limit))
+        if order_by is None:  # rows are in id order already: page before building the frame
+            frame = self.halos.iloc[rows[window]]
+            if distance is not None:
+                frame = frame.assign(distance=distance[keep][window])
+            page = frame
+        else:
+            frame = self.halos.iloc[rows]
+            if distance is not None:
+                frame = frame.assign(distance=distance[keep])
+            page = self._order(frame, order_by).iloc[window]
         extra = ("distance",) if distance is not None else ()
-        return HaloPage(self._select(page, fields, extra).reset_index(drop=True), int(len(frame)), int(offset),
-                        int(limit))
+        return HaloPage(self._select(page, fields, extra).reset_index(drop=True), int(len(rows)), int(offset),
+                        int(limit), examined)
+
+    def _column(self, name: str) -> np.ndarray:
+        values = self._columns.get(name)
+        if values is None:
+            values = self._columns[name] = self.halos[name].to_numpy()
+        return values
 
     def _near(self, near: Iterable[float]) -> tuple[np.ndarray, float]:
         vals = np.asarray(list(near), dtype=np.float64)
@@ -324,7 +360,10 @@ class Simulation:
         r = float(radius)
         if units == "r200":
             if not halo["r200c"] > 0:
-                raise InvalidInput(f"halo {halo_id} has no R200c; give the radius with units=mpc")
+                raise InvalidInput(
+                    f"halo {halo_id} has no R200c: its enclosed density never reaches 200 rho_crit (a poorly "
+                    f"resolved halo of {int(halo['n_particles'])} particles); give the radius in Mpc/h with units=mpc"
+                )
             r *= float(halo["r200c"])
         if r > self.box / 2:
             raise InvalidInput(f"the cutout radius is {r:.3g} Mpc/h, over half the box ({self.box / 2:g})")
@@ -367,16 +406,17 @@ class Simulation:
         return {**data, "centre": centre, "radius": r, "halo_id": int(halo_id), "snap": halo_snap, "box": self.box}
 
     # -- SQL ------------------------------------------------------------------------------------------
-    def sql(self, query: str) -> SqlResult:
-        """Run one read-only SELECT over the tables halos, trees and snapshots."""
+    def sql(self, query: str, truncate: bool = False) -> SqlResult:
+        """Run one read-only SELECT over the tables halos, trees and snapshots (see ``SqlEngine.query``)."""
         if self._sql is None:
             with self._lock:
                 if self._sql is None:
                     from labservice.datasets.sql import SqlEngine  # DuckDB loads on the first query
 
-                    max_rows, timeout, memory = self._sql_args
-                    self._sql = SqlEngine(self.path / "halos.parquet", self.snapshots(), max_rows, timeout, memory)
-        return self._sql.query(query)
+                    max_rows, timeout, memory, threads = self._sql_args
+                    self._sql = SqlEngine(self.path / "halos.parquet", self.snapshots(), max_rows, timeout, memory,
+                                          threads)
+        return self._sql.query(query, truncate)
 
     def close(self) -> None:
         if self._sql is not None:
@@ -402,6 +442,13 @@ class SimulationRegistry:
             except (LabError, OSError, ValueError, KeyError) as exc:
                 failed[sim_id] = f"{type(exc).__name__}: {exc}"
         return cls(sims, failed)
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SimulationRegistry:
+        """Every simulation under ``settings.data_dir``, with the ``sql_*`` limits of the settings."""
+        return cls.discover(settings.data_dir, sql_max_rows=settings.sql_max_rows,
+                            sql_timeout=settings.sql_timeout_seconds, sql_memory_limit=settings.sql_memory_limit,
+                            sql_threads=settings.sql_threads)
 
     @classmethod
     def discover(cls, data_dir: str | Path | None, **options: Any) -> SimulationRegistry:

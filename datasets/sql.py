@@ -1,9 +1,14 @@
 """Read-only SQL over a cosmology dataset's catalogs and trees, in a locked-down DuckDB (Millennium style).
 
 The tables are loaded into an in-memory database first; then the connection is locked: no file, network or
-extension access (``enable_external_access=false``, no extension auto-install/auto-load), a memory limit and
-``lock_configuration=true`` so no query can undo any of it. On top, only single SELECT statements are accepted,
-results are capped at ``max_rows`` and a timer thread interrupts queries that run past ``timeout``.
+extension access (``enable_external_access=false``, no extension auto-install/auto-load), a memory limit, a
+thread count and ``lock_configuration=true`` so no query can undo any of it. On top, only single SELECT
+statements are accepted, and a timer thread interrupts queries that run past ``timeout``.
+
+Every limit answers a clear error (the service maps them to HTTP 4xx): more than ``max_rows`` rows is
+LimitExceeded (413) unless the caller asks for the first ``max_rows`` with ``truncate=True``; running past
+``timeout`` seconds and needing more than ``memory_limit`` (nothing spills to disk) are LimitExceeded too.
+The service takes the limits from ``LABSERVICE_SQL_*`` settings and lists them in the dataset metadata.
 """
 
 from __future__ import annotations
@@ -39,7 +44,8 @@ class SqlEngine:
         The dataset's ``halos.parquet``.
     snapshots : DataFrame, optional
         Rows of snap, a, redshift, n_halos.
-    max_rows, timeout, memory_limit : limits of every query.
+    max_rows, timeout, memory_limit, threads : limits of every query (rows, seconds, DuckDB memory such as
+        ``"256MB"``, worker threads).
     """
 
     def __init__(
@@ -49,9 +55,11 @@ class SqlEngine:
         max_rows: int = 100_000,
         timeout: float = 10.0,
         memory_limit: str = "256MB",
+        threads: int = 1,
     ) -> None:
-        self.max_rows, self.timeout = max_rows, timeout
-        con = duckdb.connect(":memory:", config={"threads": 1})
+        self.max_rows, self.timeout = int(max_rows), float(timeout)
+        self.memory_limit, self.threads = memory_limit, int(threads)
+        con = duckdb.connect(":memory:", config={"threads": self.threads})
         con.execute("CREATE TABLE halos AS SELECT * FROM read_parquet(?)", [str(halos_parquet)])
         columns = ", ".join('"' + c + '"' for c in TREE_VIEW_COLUMNS)
         con.execute(f"CREATE VIEW trees AS SELECT {columns} FROM halos")
@@ -75,8 +83,17 @@ class SqlEngine:
     def tables(self) -> list[str]:
         return ["halos", "snapshots", "trees"]
 
-    def query(self, sql: str) -> SqlResult:
-        """Run one read-only SELECT; raises InvalidInput for anything else or any SQL error."""
+    def limits(self) -> dict[str, object]:
+        """The limits every query runs under (for the dataset metadata)."""
+        return {"max_rows": self.max_rows, "timeout_seconds": self.timeout, "memory_limit": self.memory_limit,
+                "threads": self.threads, "tables": self.tables()}
+
+    def query(self, sql: str, truncate: bool = False) -> SqlResult:
+        """Run one read-only SELECT; raises InvalidInput for anything else or any SQL error.
+
+        More than ``max_rows`` rows raise LimitExceeded, or with ``truncate=True`` return the first
+        ``max_rows`` with ``truncated`` set.
+        """
         try:
             statements = self._con.extract_statements(sql)
         except duckdb.Error as exc:
@@ -97,13 +114,21 @@ class SqlEngine:
                 raise LimitExceeded(
                     f"the query ran longer than {self.timeout:g} s; add filters or a LIMIT, or submit it as a job"
                 ) from None
-            except duckdb.OutOfMemoryException as exc:
-                raise LimitExceeded(f"the query needs more memory than allowed: {exc}") from None
+            except duckdb.OutOfMemoryException:
+                raise LimitExceeded(
+                    f"the query needs more than the {self.memory_limit} of memory allowed; aggregate or filter "
+                    "before sorting or joining, select fewer columns, or add a LIMIT"
+                ) from None
             except duckdb.Error as exc:
                 raise InvalidInput(f"SQL error: {exc}") from None
             finally:
                 timer.cancel()
         truncated = len(rows) > self.max_rows
+        if truncated and not truncate:
+            raise LimitExceeded(
+                f"the query returns more than {self.max_rows} rows (the row cap); add filters or a LIMIT, page "
+                "with ORDER BY ... LIMIT ... OFFSET, or ask for the first rows only with truncate=true"
+            )
         return SqlResult(pd.DataFrame(rows[: self.max_rows], columns=names), truncated)
 
     def raw(self, sql: str):

@@ -46,6 +46,16 @@ class BlockLayout:
         self.edge = np.array(edge, dtype=np.int64)
         self.nblocks = -(-self.n // self.edge)
         self.count = int(np.prod(self.nblocks))
+        self.edge_key = tuple(int(e) for e in self.edge)
+        self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def sub_shift(self, bits: int) -> np.ndarray:
+        """Right shifts (x, y, z) that map a node offset inside a block to one of ``2**bits`` sub-cubes."""
+        shift = np.zeros(3, dtype=np.int64)
+        for a in range(3):
+            while (int(self.edge[a]) >> int(shift[a])) > (1 << bits):
+                shift[a] += 1
+        return shift
 
     def sub_bits(self, npoints: int) -> int:
         """Bits per axis of the sub-cube sort key: fine enough to keep neighbours together, but with no
@@ -64,6 +74,12 @@ class BlockLayout:
 
     def padded_box(self, block_id: int) -> tuple[np.ndarray, np.ndarray]:
         """Node box ``[lo, hi)`` (x, y, z) of a block plus its halo, clipped to non-periodic walls."""
+        box = self._boxes.get(block_id)
+        if box is None:
+            box = self._boxes[block_id] = self._padded_box(block_id)
+        return box
+
+    def _padded_box(self, block_id: int) -> tuple[np.ndarray, np.ndarray]:
         b = self.index(block_id)
         lo = b * self.edge - HALO
         hi = np.minimum((b + 1) * self.edge, self.n) + HALO
@@ -72,14 +88,15 @@ class BlockLayout:
         return lo, hi
 
 
-def block_array(source, layout: BlockLayout, t: int, block_id: int, need_lo: np.ndarray,
-                need_hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Values covering the node box ``[need_lo, need_hi)`` (x, y, z) of one block: ``(array, origin)``.
+def block_array(source, layout: BlockLayout, t: int, block_id: int, need) -> tuple[np.ndarray, np.ndarray]:
+    """Values covering what one block's points need: ``(array, origin)``.
 
     ``array`` is a read-only float64 (nz, ny, nx, nc) array (the kernels' single input type; converting
     once here is cheaper than converting on every stencil load) and ``origin`` the global node
-    (x, y, z) of its first element. Uses the cached padded box when there is one, or when the request is dense enough to
-    be worth caching; otherwise reads just the needed box.
+    (x, y, z) of its first element. ``need()`` returns the node box ``(lo, hi)`` (x, y, z; hi exclusive)
+    of the points' stencils; it is only called when the block is not cached already. Uses the cached
+    padded box when there is one, or when the request is dense enough to be worth caching; otherwise
+    reads just the needed box.
     """
     variable = layout.variable
     cache = getattr(source, "cache", None)
@@ -90,12 +107,13 @@ def block_array(source, layout: BlockLayout, t: int, block_id: int, need_lo: np.
         from labservice.storage.reader import cache_token
 
         key = (cache_token(store), "interpolation-block-f64", variable, int(t), int(block_id),
-               tuple(int(e) for e in layout.edge), HALO)
+               layout.edge_key, HALO)
         a = cache.get(key)
         if a is not None:
             return a, lo
-    need = float(np.prod(need_hi - need_lo))
-    if key is None or need < DENSE_FRACTION * float(np.prod(hi - lo)):
+    need_lo, need_hi = need()
+    need_nodes = float(np.prod(need_hi - need_lo))
+    if key is None or need_nodes < DENSE_FRACTION * float(np.prod(hi - lo)):
         region = _float64(source.region(variable, t, (need_lo[2], need_lo[1], need_lo[0]),
                                         (need_hi[2], need_hi[1], need_hi[0])))
         return region, need_lo

@@ -1,12 +1,18 @@
 """Evaluate a spatial method at N points of stored time steps, reading each needed block once.
 
-The flow per batch of points (:class:`Placement`): place every stencil once (:func:`kernels.place_points`,
-parallel), reject points outside non-periodic axes, and counting-sort the points by block and by the
-Morton index of a sub-cube inside the block. Then, for each stored time step asked for, each block with
-points is fetched once (:func:`blocks.block_array`: a cached padded block for dense requests, the
-stencils' bounding box otherwise, both through the storage chunk cache) and evaluated by one parallel
-numba kernel that writes straight into the caller's order. A placement is reused for every time step of
-a series. Memory is bounded by the batch size and the block size, whatever N is.
+The flow per batch of points (:class:`Placement`): give every point a wall status and a sort key
+(:func:`kernels.sort_keys`), reject points outside non-periodic axes, counting-sort the points by block
+and by the Morton index of a sub-cube inside the block, and copy them into that order. Then, for each
+stored time step asked for, each block with points is fetched once (:func:`blocks.block_array`: a cached
+padded block for dense requests, the stencils' bounding box otherwise, both through the storage chunk
+cache) and evaluated by a numba kernel specialised for the stencil width, which writes straight into the
+caller's order. A placement is reused for every time step of a series. Memory is bounded by the batch
+size and the block size, whatever N is.
+
+Small batches (below :data:`PARALLEL_MIN` points, e.g. one web request) run the serial kernels in the
+calling thread, with the GIL released: a parallel region needs every worker thread scheduled at once,
+which on a busy machine costs milliseconds per region, and concurrent requests already keep the cores
+busy.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+import numba
 import numpy as np
 
 from labservice.errors import InvalidInput, OutOfDomain, unknown
@@ -23,6 +30,7 @@ from labservice.interpolation.weights import METHODS, AxisArrays, Method
 
 DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch placement arrays (~75 bytes per point)
 DEFAULT_BLOCK = 128  # target edge (in nodes) of a block; its padded box is what a kernel call reads
+PARALLEL_MIN = 32768  # points from which a batch (or a block's share of it) is worth a parallel region
 
 
 class RegionSource(Protocol):
@@ -36,29 +44,30 @@ class RegionSource(Protocol):
 
 @dataclass
 class Placement:
-    """One batch of points placed and sorted: everything but the data.
+    """One batch of points sorted by block: everything but the data.
 
-    ``start``/``u``/``status`` (N, 3) per axis (see :func:`weights.place_axis`); block ``b`` holds the
-    points ``order[block_first[b]:block_first[b + 1]]``, neighbours next to each other.
+    ``sorted`` holds the points in evaluation order: ``sorted[q] == points[order[q]]``. Block ``b`` holds
+    the sorted points ``block_first[b]:block_first[b + 1]``, neighbours next to each other. ``status``
+    (N,) int8 is 0 (interior) or 1 (stencil shifted one-sided at a non-periodic wall) per point.
     """
 
     points: np.ndarray
-    start: np.ndarray
-    u: np.ndarray
-    status: np.ndarray
+    sorted: np.ndarray
     order: np.ndarray
     block_first: np.ndarray
+    status: np.ndarray
 
     @property
     def clipped(self) -> np.ndarray:
         """(N,) bool: points whose stencil was shifted one-sided at a non-periodic wall."""
-        return (self.status == 1).any(axis=1)
+        return self.status == 1
 
     def blocks(self):
-        """``(block_id, point indices)`` of every block holding points."""
+        """``(block_id, first, stop)`` of every block holding points: its sorted points are
+        ``sorted[first:stop]``."""
         bf = self.block_first
         for b in np.nonzero(bf[1:] > bf[:-1])[0]:
-            yield int(b), self.order[bf[b] : bf[b + 1]]
+            yield int(b), int(bf[b]), int(bf[b + 1])
 
 
 @dataclass
@@ -160,21 +169,39 @@ class PointEvaluator:
         self.layout = BlockLayout(meta, variable, block)
         self.nout = (1, 3, 6)[self.nder]
 
+    def _parallel(self, npoints: int) -> bool:
+        return npoints >= PARALLEL_MIN and numba.get_num_threads() > 1
+
     def place(self, points: np.ndarray, offset: int = 0) -> Placement:
         """Place and sort one batch of (N, 3) float64 points; raises OutOfDomain for outside points."""
+        n = points.shape[0]
+        keys = np.empty(n, dtype=np.int64)
+        status = np.empty(n, dtype=np.int8)
+        lay = self.layout
+        bits = lay.sub_bits(n)
+        args = (self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks, bits, lay.sub_shift(bits),
+                keys, status)
+        if self._parallel(n):
+            outside = kernels.sort_keys(*args)
+        else:
+            outside = kernels.sort_keys_range(args[0], points, 0, n, *args[2:])
+        if outside:
+            raise self._outside(points, offset)
+        order, first = kernels.bucket_sort(keys, lay.count << (3 * bits))
+        return Placement(points, kernels.gather_rows(points, order), order, first[:: 1 << (3 * bits)].copy(),
+                         status)
+
+    def _outside(self, points: np.ndarray, offset: int) -> OutOfDomain:
+        """The error naming the points outside the domain (per-axis status from the full placement)."""
         n = points.shape[0]
         start = np.empty((n, 3), dtype=np.int64)
         u = np.empty((n, 3), dtype=np.float64)
         status = np.empty((n, 3), dtype=np.int8)
         keys = np.empty(n, dtype=np.int64)
         lay = self.layout
-        bits = lay.sub_bits(n)
-        outside = kernels.place_points(self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks,
-                                       bits, start, u, status, keys)
-        if outside:
-            raise _outside_error(self.meta, points, status, offset)
-        order, first = kernels.bucket_sort(keys, lay.count << (3 * bits))
-        return Placement(points, start, u, status, order, first[:: 1 << (3 * bits)].copy())
+        kernels.place_points(self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks, 0, start, u,
+                             status, keys)
+        return _outside_error(self.meta, points, status, offset)
 
     def check(self, points) -> np.ndarray:
         """Validate points and their domain without reading data; returns the (N, 3) float64 array."""
@@ -185,13 +212,19 @@ class PointEvaluator:
 
     def evaluate(self, plan: Placement, t_index: int, out: np.ndarray) -> None:
         """Evaluate a placed batch at stored time ``t_index`` into ``out`` (N, ncomp, nout) float64."""
-        width = self.method.width
+        code = self.method.code
         axes = self.axes.as_tuple()
-        for b, idx in plan.blocks():
-            need_lo, need_hi = kernels.stencil_box(idx, plan.start, width)
-            region, origin = block_array(self.source, self.layout, t_index, b, need_lo, need_hi)
-            kernels.evaluate(self.method.code, self.nder, idx, plan.points, plan.start, plan.u, plan.status, region,
-                         origin, *axes, out)
+        serial, parallel = kernels.EVALUATORS.get(self.method.width, kernels.GENERIC_EVALUATOR)
+        ps, order = plan.sorted, plan.order
+        for b, q0, q1 in plan.blocks():
+            def need(q0=q0, q1=q1):
+                return kernels.stencil_box(code, ps, q0, q1, *axes)
+
+            region, origin = block_array(self.source, self.layout, t_index, b, need)
+            if self._parallel(q1 - q0):
+                parallel(code, self.nder, order[q0:q1], ps[q0:q1], region, origin, *axes, out)
+            else:
+                serial(code, self.nder, q0, q1, order, ps, region, origin, *axes, out)
 
     def __call__(self, t_index: int, points, out: np.ndarray | None = None) -> Evaluation:
         """Evaluate at stored time index ``t_index``; ``out`` (N, ncomp, nout) float64 may be given."""
@@ -231,18 +264,27 @@ class PointEvaluator:
     def groups(self, points: np.ndarray, offset: int = 0):
         """Place and group a batch: ``(starts, status, order, edges, lo, hi)``.
 
-        Group g holds the points ``order[edges[g]:edges[g+1]]``, whose stencils lie in the node box
-        ``lo[g] .. hi[g] - 1`` (x, y, z).
+        ``starts`` and ``status`` are (N, 3) per axis (x, y, z). Group g holds the points
+        ``order[edges[g]:edges[g+1]]``, whose stencils lie in the node box ``lo[g] .. hi[g] - 1``.
         """
         plan = self.place(points, offset)
+        n = points.shape[0]
+        start = np.empty((n, 3), dtype=np.int64)
+        u = np.empty((n, 3), dtype=np.float64)
+        status = np.empty((n, 3), dtype=np.int8)
+        keys = np.empty(n, dtype=np.int64)
+        lay = self.layout
+        kernels.place_points(self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks, 0, start, u,
+                             status, keys)
         bf = plan.block_first
         used = np.nonzero(bf[1:] > bf[:-1])[0]
         edges = np.append(bf[used], bf[-1])
         lo = np.empty((used.size, 3), dtype=np.int64)
         hi = np.empty((used.size, 3), dtype=np.int64)
+        axes = self.axes.as_tuple()
         for g, b in enumerate(used):
-            lo[g], hi[g] = kernels.stencil_box(plan.order[bf[b] : bf[b + 1]], plan.start, self.method.width)
-        return plan.start, plan.status, plan.order, edges, lo, hi
+            lo[g], hi[g] = kernels.stencil_box(self.method.code, plan.sorted, bf[b], bf[b + 1], *axes)
+        return start, status, plan.order, edges, lo, hi
 
 
 def evaluate_points(source: RegionSource, variable: str, t_index: int, points, method: str = "lag4",

@@ -2,15 +2,21 @@
 
 A request runs in three passes over each batch of points:
 
-1. :func:`place_points` (parallel): per point and axis the first stencil node, the position relative to
-   it (index units on uniform axes), a wall status, and a sort key: the block holding the stencil's base
-   node, then the Morton index of a small sub-cube of that block.
-2. :func:`bucket_sort`: a counting sort on those keys (one sequential histogram pass and one scatter),
-   so neighbouring points are evaluated together and each block's points are one contiguous range.
-3. :func:`evaluate` (parallel): for one block held as a float64 array, weights in closed form and the
-   tensor-product sums, written straight into the caller's order. Blocks are float64 (converted once
-   when a block is built and cached) because converting float32 on every load costs more than the sums.
-   All components are evaluated together, with float64 accumulation.
+1. :func:`sort_keys` (parallel for big batches): per point a wall status and a sort key: the block
+   holding the stencil's base node, then the Morton index of a small sub-cube of that block.
+2. :func:`bucket_sort`: a counting sort on those keys (one histogram pass and one scatter), so
+   neighbouring points are evaluated together and each block's points are one contiguous range; then
+   :func:`gather_rows` copies the points into that order, so the evaluation reads them sequentially.
+3. The evaluation of one block held as a float64 array (``EVALUATORS[width]`` serially, or
+   ``PARALLEL_EVALUATORS[width]`` over tasks of consecutive sorted points): each point's stencil is
+   placed again (a few flops, cheaper than storing and re-reading per-point arrays), weights come in
+   closed form, and the tensor-product sums are written straight into the caller's order.
+
+The evaluation body is compiled once per stencil width with the width as a constant, so the stencil
+loops unroll. Blocks are float64 (converted once when a block is built and cached): converting float32
+on every load costs more than the sums. All components are evaluated together, with float64
+accumulation. No fastmath: serial and parallel paths, and every block decomposition, give bit-identical
+results.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from labservice.interpolation.weights import (
     place_uniform,
 )
 
-_CHUNK = 256  # points per prange task: per-task scratch is allocated once per task, never per point
+TASK = 1024  # sorted points per parallel task: neighbours stay on one thread, scratch is per task
 
 
 @numba.njit(cache=True, inline="always")
@@ -64,10 +70,10 @@ def place_points(code, points, n, periodic, uniform, x0, dx, period, coords, blo
     for a in range(3):
         while (block[a] >> sub_shift[a]) > (1 << sub_bits):
             sub_shift[a] += 1
-    ntasks = (npts + _CHUNK - 1) // _CHUNK
+    ntasks = (npts + TASK - 1) // TASK
     bad = np.zeros(ntasks, dtype=np.int64)
     for b in numba.prange(ntasks):
-        for p in range(b * _CHUNK, min(npts, (b + 1) * _CHUNK)):
+        for p in range(b * TASK, min(npts, (b + 1) * TASK)):
             bid = 0
             morton = 0
             worst = 0
@@ -95,7 +101,57 @@ def place_points(code, points, n, periodic, uniform, x0, dx, period, coords, blo
     return bad.sum()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def sort_keys_range(code, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, block, nblocks,
+                    sub_bits, sub_shift, keys, status):
+    """Sort keys and wall status of the points ``q0 .. q1 - 1``; returns how many lie outside.
+
+    ``keys[p]`` is ``block_id << 3 * sub_bits | morton(sub-cube)``, where the block (edges ``block``
+    (x, y, z) nodes, ``nblocks`` per axis, x fastest) holds the stencil's base node and the sub-cube is
+    the base node shifted right by ``sub_shift`` per axis. ``status[p]`` is the worst axis status: 0
+    interior, 1 stencil shifted at a wall, 2 outside the domain or not finite (key 0).
+    """
+    off = method_offset(code)
+    bad = 0
+    for p in range(q0, q1):
+        bid = 0
+        morton = 0
+        worst = 0
+        for a in range(2, -1, -1):
+            x = points[p, a]
+            if uniform[a]:  # (an inlined helper returning either placement was 7x slower)
+                s, _, st = place_uniform(code, x, n[a], periodic[a], x0[a], dx[a])
+            else:  # binary search over the coordinates (general path)
+                _, _, s, st = place(code, a, x, n, periodic, uniform, x0, dx, period, coords)
+            if st > worst:
+                worst = st
+            c = max(s + off, 0)  # in [0, n) by construction (wrapped periodic index, or inside a wall)
+            bi = c // block[a]
+            bid = bid * nblocks[a] + bi
+            morton |= _interleave((c - bi * block[a]) >> sub_shift[a], sub_bits) << a
+        status[p] = worst
+        if worst == 2:
+            bad += 1
+            keys[p] = 0
+        else:
+            keys[p] = (bid << (3 * sub_bits)) | morton
+    return bad
+
+
+@numba.njit(parallel=True, cache=True)
+def sort_keys(code, points, n, periodic, uniform, x0, dx, period, coords, block, nblocks, sub_bits, sub_shift,
+              keys, status):
+    """:func:`sort_keys_range` over all points, in parallel tasks; returns how many lie outside."""
+    npts = points.shape[0]
+    ntasks = (npts + TASK - 1) // TASK
+    bad = np.zeros(ntasks, dtype=np.int64)
+    for b in numba.prange(ntasks):
+        bad[b] = sort_keys_range(code, points, b * TASK, min(npts, (b + 1) * TASK), n, periodic, uniform, x0,
+                                 dx, period, coords, block, nblocks, sub_bits, sub_shift, keys, status)
+    return bad.sum()
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def bucket_sort(keys, nbuckets):
     """Stable counting sort of small integer keys: ``(order, first)`` where bucket k holds the points
     ``order[first[k]:first[k + 1]]``."""
@@ -114,56 +170,78 @@ def bucket_sort(keys, nbuckets):
     return order, first
 
 
-@numba.njit(cache=True)
-def stencil_box(order, start, width):
-    """Bounding box ``(lo, hi)`` (x, y, z; hi exclusive) of the stencils of the points ``order``."""
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def gather_rows(points, order):
+    """``points[order]`` for an (N, 3) array, without numpy's fancy-indexing overhead."""
+    out = np.empty((order.shape[0], 3))
+    for q in range(order.shape[0]):
+        p = order[q]
+        out[q, 0] = points[p, 0]
+        out[q, 1] = points[p, 1]
+        out[q, 2] = points[p, 2]
+    return out
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def stencil_box(code, ps, q0, q1, n, periodic, uniform, x0, dx, period, coords):
+    """Bounding box ``(lo, hi)`` (x, y, z; hi exclusive) of the stencils of the points ``ps[q0:q1]``."""
+    W = method_width(code)
     lo = np.empty(3, dtype=np.int64)
     hi = np.empty(3, dtype=np.int64)
     for a in range(3):
-        lo[a] = start[order[0], a]
-        hi[a] = lo[a] + width
-    for q in range(1, order.shape[0]):
-        p = order[q]
+        lo[a] = n[a] * 4
+        hi[a] = -n[a] * 4
+    for q in range(q0, q1):
         for a in range(3):
-            s = start[p, a]
+            x = ps[q, a]
+            if uniform[a]:
+                s, _, _ = place_uniform(code, x, n[a], periodic[a], x0[a], dx[a])
+            else:
+                _, _, s, _ = place(code, a, x, n, periodic, uniform, x0, dx, period, coords)
             if s < lo[a]:
                 lo[a] = s
-            if s + width > hi[a]:
-                hi[a] = s + width
+            if s + W > hi[a]:
+                hi[a] = s + W
     return lo, hi
 
 
-@numba.njit(cache=True, nogil=True)
-def _evaluate_range(code, nder, q0, q1, order, points, start, u, status, R, lo, n, periodic, uniform, x0, dx,
-                    period, coords, out):
-    """Evaluate the points ``order[q0:q1]`` on block R (whose first node is ``lo``) into ``out``.
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _evaluate_body(W, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    """Evaluate the sorted points ``ps[q0:q1]`` on block R (first node ``lo``) into ``out[order[q]]``.
 
+    ``W`` is the stencil width; each caller passes it as a constant so that the stencil loops unroll.
     The loop body calls only scalar functions (weights per node come back as tuples) and indexes arrays
-    without slicing them: handing an array to a function costs reference-count updates, which were
-    the largest cost per point. ``flat`` indices are unsigned so numba adds no negative-index checks.
-    Non-uniform axes and ``fd4lag4`` take the general
-    :func:`~labservice.interpolation.weights.axis_weights` instead.
+    without slicing them: handing an array to a function costs reference-count updates. ``flat``
+    indices are unsigned so numba adds no negative-index checks. Non-uniform axes and ``fd4lag4`` take
+    the general :func:`~labservice.interpolation.weights.axis_weights` instead.
     """
-    W = method_width(code)
     nz, ny, nx, nc = R.shape
     flat = R.reshape(-1)
     sy = nx * nc
     sz = ny * sy
     w = np.zeros((3, 3, WMAX))  # [axis, derivative, node]
     sc = np.empty((SCRATCH_ROWS, WMAX + 1))
+    st = np.empty(3, dtype=np.int64)
     fast = np.empty(3, dtype=np.bool_)
     inv_h = np.empty(3)
     for a in range(3):
         fast[a] = uniform[a] != 0 and code != FD4LAG4
         inv_h[a] = 1.0 / dx[a]
     lagrange = code == TRILINEAR or code == LAG4 or code == LAG6 or code == LAG8
-    inv_den = LAG_INV_DEN[W, :W].copy()
+    inv_den = np.empty(W)
+    for j in range(W):
+        inv_den[j] = LAG_INV_DEN[W, j]
     for q in range(q0, q1):
-        p = order[q]
         for a in range(3):
-            if fast[a] and nder == 0 and lagrange and status[p, a] == 0:
+            x = ps[q, a]
+            if uniform[a]:
+                s, uu, status = place_uniform(code, x, n[a], periodic[a], x0[a], dx[a])
+            else:
+                _, _, s, status = place(code, a, x, n, periodic, uniform, x0, dx, period, coords)
+                uu = 0.0
+            st[a] = s
+            if fast[a] and nder == 0 and lagrange and status == 0:
                 # the common case in O(W): prefix and suffix products of (u - k), constant denominators
-                uu = u[p, a]
                 pre = 1.0
                 for j in range(W):
                     w[a, 0, j] = pre
@@ -179,13 +257,14 @@ def _evaluate_range(code, nder, q0, q1, order, points, start, u, status, R, lo, 
             elif fast[a]:
                 ih = inv_h[a]
                 for j in range(W):
-                    v, d1, d2 = node_weights(code, W, j, u[p, a], status[p, a], nder)
+                    v, d1, d2 = node_weights(code, W, j, uu, status, nder)
                     w[a, 0, j] = v
                     w[a, 1, j] = d1 * ih
                     w[a, 2, j] = d2 * ih * ih
             else:
-                axis_weights(code, a, points[p, a], nder, n, periodic, uniform, x0, dx, period, coords, w[a], sc)
-        base = (start[p, 2] - lo[2]) * sz + (start[p, 1] - lo[1]) * sy + (start[p, 0] - lo[0]) * nc
+                axis_weights(code, a, x, nder, n, periodic, uniform, x0, dx, period, coords, w[a], sc)
+        base = (st[2] - lo[2]) * sz + (st[1] - lo[1]) * sy + (st[0] - lo[0]) * nc
+        p = order[q]
         if nc == 3 and nder == 0:  # velocity values: the three sums stay in registers
             a0 = 0.0
             a1 = 0.0
@@ -209,6 +288,60 @@ def _evaluate_range(code, nder, q0, q1, order, points, start, u, status, R, lo, 
             out[p, 0, 0] = a0
             out[p, 1, 0] = a1
             out[p, 2, 0] = a2
+            continue
+        if nc == 3 and nder == 1:  # velocity gradients: one pass over the stencil for all components
+            g00 = 0.0
+            g01 = 0.0
+            g02 = 0.0
+            g10 = 0.0
+            g11 = 0.0
+            g12 = 0.0
+            g20 = 0.0
+            g21 = 0.0
+            g22 = 0.0
+            for kz in range(W):
+                for ky in range(W):
+                    i = numba.uint64(base + kz * sz + ky * sy)
+                    v0 = 0.0  # x-value sums, per component
+                    v1 = 0.0
+                    v2 = 0.0
+                    d0 = 0.0  # x-derivative sums, per component
+                    d1 = 0.0
+                    d2 = 0.0
+                    for kx in range(W):
+                        c = w[0, 0, kx]
+                        e = w[0, 1, kx]
+                        f0 = flat[i]
+                        f1 = flat[i + numba.uint64(1)]
+                        f2 = flat[i + numba.uint64(2)]
+                        v0 += c * f0
+                        v1 += c * f1
+                        v2 += c * f2
+                        d0 += e * f0
+                        d1 += e * f1
+                        d2 += e * f2
+                        i += numba.uint64(3)
+                    fzy = w[2, 0, kz] * w[1, 0, ky]
+                    fzdy = w[2, 0, kz] * w[1, 1, ky]
+                    fdzy = w[2, 1, kz] * w[1, 0, ky]
+                    g00 += fzy * d0
+                    g01 += fzdy * v0
+                    g02 += fdzy * v0
+                    g10 += fzy * d1
+                    g11 += fzdy * v1
+                    g12 += fdzy * v1
+                    g20 += fzy * d2
+                    g21 += fzdy * v2
+                    g22 += fdzy * v2
+            out[p, 0, 0] = g00
+            out[p, 0, 1] = g01
+            out[p, 0, 2] = g02
+            out[p, 1, 0] = g10
+            out[p, 1, 1] = g11
+            out[p, 1, 2] = g12
+            out[p, 2, 0] = g20
+            out[p, 2, 1] = g21
+            out[p, 2, 2] = g22
             continue
         for comp in range(nc):
             if nder == 0:
@@ -275,17 +408,80 @@ def _evaluate_range(code, nder, q0, q1, order, points, start, u, status, R, lo, 
                 out[p, comp, 5] = hzz
 
 
-@numba.njit(parallel=True, cache=True)
-def evaluate(code, nder, order, points, start, u, status, R, lo, n, periodic, uniform, x0, dx, period, coords,
-             out):
-    """Evaluate every point ``order[q]`` on block R into ``out[order[q]]`` (N, nc, 1 | 3 | 6).
+# One serial evaluator per common stencil width, with the width a compile-time constant, and one
+# for the rare widths (1, 5, 7, 9). Same arguments as _evaluate_body without W.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def evaluate_w2(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(2, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
-    R is a float64 C-contiguous block (z, y, x, c) whose node (0, 0, 0) is the global node ``lo``
-    (x, y, z). ``nder`` 0 gives the field, 1 the gradient (d/dx, d/dy, d/dz), 2 the six second
-    derivatives (xx, xy, xz, yy, yz, zz). Tasks of ``_CHUNK`` consecutive (so neighbouring) points run
-    in parallel.
-    """
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def evaluate_w4(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(4, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def evaluate_w6(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(6, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def evaluate_w8(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(8, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def evaluate_any(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(method_width(code), code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period,
+                   coords, out)
+
+
+# Parallel drivers: tasks of TASK consecutive sorted points (neighbours share a thread's cache).
+@numba.njit(parallel=True, cache=True)
+def evaluate_w2_parallel(code, nder, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
     nq = order.shape[0]
-    for b in numba.prange((nq + _CHUNK - 1) // _CHUNK):
-        _evaluate_range(code, nder, b * _CHUNK, min(nq, (b + 1) * _CHUNK), order, points, start, u, status, R,
-                        lo, n, periodic, uniform, x0, dx, period, coords, out)
+    for b in numba.prange((nq + TASK - 1) // TASK):
+        evaluate_w2(code, nder, b * TASK, min(nq, (b + 1) * TASK), order, ps, R, lo, n, periodic, uniform, x0, dx,
+                    period, coords, out)
+
+
+@numba.njit(parallel=True, cache=True)
+def evaluate_w4_parallel(code, nder, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    nq = order.shape[0]
+    for b in numba.prange((nq + TASK - 1) // TASK):
+        evaluate_w4(code, nder, b * TASK, min(nq, (b + 1) * TASK), order, ps, R, lo, n, periodic, uniform, x0, dx,
+                    period, coords, out)
+
+
+@numba.njit(parallel=True, cache=True)
+def evaluate_w6_parallel(code, nder, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    nq = order.shape[0]
+    for b in numba.prange((nq + TASK - 1) // TASK):
+        evaluate_w6(code, nder, b * TASK, min(nq, (b + 1) * TASK), order, ps, R, lo, n, periodic, uniform, x0, dx,
+                    period, coords, out)
+
+
+@numba.njit(parallel=True, cache=True)
+def evaluate_w8_parallel(code, nder, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    nq = order.shape[0]
+    for b in numba.prange((nq + TASK - 1) // TASK):
+        evaluate_w8(code, nder, b * TASK, min(nq, (b + 1) * TASK), order, ps, R, lo, n, periodic, uniform, x0, dx,
+                    period, coords, out)
+
+
+@numba.njit(parallel=True, cache=True)
+def evaluate_any_parallel(code, nder, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    nq = order.shape[0]
+    for b in numba.prange((nq + TASK - 1) // TASK):
+        evaluate_any(code, nder, b * TASK, min(nq, (b + 1) * TASK), order, ps, R, lo, n, periodic, uniform, x0,
+                     dx, period, coords, out)
+
+
+# width -> (serial range evaluator, parallel evaluator); other widths use the evaluate_any pair.
+EVALUATORS = {
+    2: (evaluate_w2, evaluate_w2_parallel),
+    4: (evaluate_w4, evaluate_w4_parallel),
+    6: (evaluate_w6, evaluate_w6_parallel),
+    8: (evaluate_w8, evaluate_w8_parallel),
+}
+GENERIC_EVALUATOR = (evaluate_any, evaluate_any_parallel)

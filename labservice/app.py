@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import RedirectResponse
+from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from labservice import __version__
-from labservice.http_errors import install_error_handlers
+from labservice.http_errors import document_errors, install_error_handlers
 from labservice.limits import Limits
-from labservice.middleware import LimitsMiddleware
+from labservice.middleware import LimitsMiddleware, SecurityHeadersMiddleware, cors_options
 from labservice.routers.deps import DatasetRegistry
 from labservice.settings import Settings
 from labservice.tokens import TokenStore
@@ -59,6 +59,7 @@ def public_limits(settings: Settings) -> Limits:
         max_cutout_bytes=settings.public_max_cutout_bytes,
         requests_per_minute=settings.public_requests_per_minute,
         max_concurrent=settings.public_max_concurrent,
+        bytes_per_minute=settings.public_bytes_per_minute,
         jobs_allowed=False,
     )
 
@@ -93,7 +94,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     urls = await run_in_threadpool(find_datasets, settings)
     from labservice.datasets.simulation import SimulationRegistry
 
-    simulations = await run_in_threadpool(SimulationRegistry.discover, settings.data_dir)
+    simulations = await run_in_threadpool(SimulationRegistry.from_settings, settings)
     urls = {**simulations.density_urls(), **urls}  # each simulation's density is also a field dataset
     registry = await run_in_threadpool(DatasetRegistry.open, urls, _opener(settings.cache_bytes))
     for ds_id, reason in registry.failed.items():
@@ -138,6 +139,7 @@ def _openapi_with_body_schemas(app: FastAPI) -> Any:
         for path in schema.get("paths", {}).values():
             for operation in path.values():
                 components.update(operation.pop("x-schema-defs", {}))
+        document_errors(schema)  # our error body, and the statuses every operation can answer
         app.openapi_schema = schema
         return schema
 
@@ -162,12 +164,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(LimitsMiddleware, prefix="/api/")
+    if settings.cors_origins:  # off by default: only listed browser origins may call cross-site
+        app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
+    app.add_middleware(SecurityHeadersMiddleware)
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(name).router, prefix=API_PREFIX)
+    from labservice.routers import portal
 
-    @app.get("/", include_in_schema=False)
-    def _home() -> RedirectResponse:
-        return RedirectResponse("/docs")
+    portal.install(app)  # the web portal's HTML pages at / and their files at /static
 
     app.openapi = _openapi_with_body_schemas(app)  # type: ignore[method-assign]
     return app
@@ -188,4 +192,8 @@ def serve(
     if settings.jobs_enabled is None:  # the served product runs jobs unless told not to
         settings = settings.model_copy(update={"jobs_enabled": True})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info", access_log=False)
+    # Keep idle connections longer than clients' pools do (httpx: 5 s), so that a client never sends on a
+    # connection the server is closing at that moment (a ReadError seen under load).
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="info", access_log=False, timeout_keep_alive=30
+    )

@@ -97,6 +97,9 @@ def token_create(
     max_running_jobs: Annotated[int, typer.Option(help="Jobs running at once.")] = 4,
     scratch_gb: Annotated[float, typer.Option(help="Scratch space for job outputs, GiB.")] = 100.0,
     max_job_gb: Annotated[float, typer.Option(help="Largest job output, GiB.")] = 16.0,
+    bytes_per_minute_mb: Annotated[float, typer.Option(help="Zarr chunk bytes served per minute, MiB.")] = 16384.0,
+    zarr_requests_per_minute: Annotated[int, typer.Option(help="Zarr range reads per minute.")] = 60_000,
+    zarr_max_concurrent: Annotated[int, typer.Option(help="Zarr range reads in flight at once.")] = 64,
     token_db: TokenDb = None,
 ) -> None:
     """Issue a token and print it once (only its hash is stored)."""
@@ -111,6 +114,9 @@ def token_create(
         max_running_jobs=max_running_jobs if jobs else 0,
         scratch_bytes=int(scratch_gb * 2**30),
         max_job_bytes=int(max_job_gb * 2**30),
+        bytes_per_minute=int(bytes_per_minute_mb * 2**20),
+        zarr_requests_per_minute=zarr_requests_per_minute,
+        zarr_max_concurrent=zarr_max_concurrent,
     )
     record, token = _token_store(token_db).create(name, limits)
     typer.echo(f"token for {record.name} (id {record.id}); shown once, keep it safe:")

@@ -111,7 +111,8 @@ class Dataset:
         return np.array([float(time)]), False
 
     def _nu(self) -> float | None:
-        nu = self.meta.extra.get("nu")
+        # "viscosity" is what the demo builder and ingest descriptors write; "nu" is the short form.
+        nu = self.meta.extra.get("nu", self.meta.extra.get("viscosity"))
         return None if nu is None else float(nu)
 
     def _evaluate(self, variable, points, qtimes, spatial, temporal, operator):

@@ -88,6 +88,7 @@ class JobRecord:
             "finished": _iso(self.finished),
             "expires": _iso(self.expires),
             "error": self.error,
+            "attempts": self.attempts,  # > 1 when the service restarted while the job ran
             "files": [f for f in self.files if not f.get("hidden")],
             "bytes": self.nbytes,
             "params": self.params,

@@ -16,6 +16,7 @@ records are plain dicts of JSON types.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import threading
@@ -33,6 +34,8 @@ PARTS = ".parts"
 WORK = ".work"
 MANIFEST = "manifest.json"
 READ_CACHE_BYTES = 64 << 20  # per worker: cutouts read each chunk once, so a big cache only costs RSS
+# Disk full, quota exceeded, read-only: waiting does not help, so the task fails at once with the reason.
+_LASTING_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 RETRY_SECONDS = 90.0  # a task rides out a scratch or data store outage this long before failing
 
 T = TypeVar("T")
@@ -90,6 +93,8 @@ def with_retries(fn: Callable[[], T], what: str, deadline: float = RETRY_SECONDS
         try:
             return fn()
         except (StorageUnavailable, OSError, ConnectionError, TimeoutError) as exc:
+            if getattr(exc, "errno", None) in _LASTING_ERRNOS:  # a full or read-only disk stays so
+                raise StorageUnavailable(f"{what} failed: {exc}") from exc
             if isinstance(exc, FileNotFoundError) or time.monotonic() - start + delay > deadline:
                 raise StorageUnavailable(
                     f"{what} failed after retrying for {time.monotonic() - start:.0f} s: {exc}"

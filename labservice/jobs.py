@@ -31,16 +31,27 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, TypeAdapter, ValidationError, model_validator
 
 from labservice import job_tasks as tasks
-from labservice.errors import Forbidden, InvalidInput, LabError, LimitExceeded, NotFound, QuotaExceeded
+from labservice.branch_jobs import BranchCutoutRequest, simulation_resolver
+from labservice.errors import (
+    Forbidden,
+    InvalidInput,
+    LabError,
+    LimitExceeded,
+    NotFound,
+    OutOfDomain,
+    QuotaExceeded,
+)
 from labservice.job_registry import ACTIVE, FINAL, JobRecord, JobRegistry
 from labservice.scratch import Scratch
 
 log = logging.getLogger("labservice.jobs")
 DAY = 86400.0
 MIB = 1 << 20
+MAX_SERIES = 100_000  # times in one points series, positions kept per particle (as for synchronous requests)
+MAX_JOB_STEPS = 10_000_000  # integration steps of one particles job
 
 # -- requests --------------------------------------------------------------------------------------
 
@@ -58,7 +69,7 @@ class CutoutRequest(_Request):
     kind: Literal["cutout"] = "cutout"
     variables: list[str] = Field(default_factory=list, description="Variables to cut out.")
     variable: str | None = Field(default=None, description="One variable (instead of variables).")
-    times: list[float] | None = Field(default=None, description="Stored times; default the first one.")
+    times: list[FiniteFloat] | None = Field(default=None, description="Stored times; default the first one.")
     time_indices: list[int] | None = Field(default=None, description="Stored time indices instead of times.")
     x: Range = None
     y: Range = None
@@ -80,28 +91,63 @@ class PointsRequest(_Request):
 
     kind: Literal["points"] = "points"
     variable: str
-    time: float | None = None
-    times: tuple[float, float, float] | None = Field(default=None, description="(start, end, step).")
+    time: FiniteFloat | None = None
+    times: tuple[FiniteFloat, FiniteFloat, FiniteFloat] | None = Field(
+        default=None, description="(start, end, step)."
+    )
     spatial: str = "lag4"
     temporal: str = "none"
     operator: str = "field"
+
+    @model_validator(mode="after")
+    def _series(self) -> PointsRequest:
+        if (self.time is None) == (self.times is None):
+            raise ValueError("give exactly one of 'time' (a number) or 'times' ([start, end, step])")
+        if self.times is not None:
+            start, end, step = self.times
+            if step <= 0 or end < start:
+                raise ValueError(
+                    f"times must be (start, end, step) with step > 0 and end >= start; got {self.times}"
+                )
+            if (end - start) / step > MAX_SERIES:
+                raise ValueError(f"times holds more than {MAX_SERIES} times; use a larger step")
+        return self
 
 
 class ParticlesRequest(_Request):
     """Particle tracking from the given start positions."""
 
     kind: Literal["particles"] = "particles"
-    t_start: float
-    t_end: float
-    dt: float = Field(gt=0)
+    t_start: FiniteFloat
+    t_end: FiniteFloat
+    dt: FiniteFloat = Field(gt=0)
     scheme: Literal["rk2", "rk4"] = "rk2"
-    every: float | None = Field(default=None, gt=0, description="Also keep positions every this much time.")
+    every: FiniteFloat | None = Field(
+        default=None, gt=0, description="Also keep positions every this much time."
+    )
     spatial: str = "lag4"
     temporal: str = "pchip"
 
+    @model_validator(mode="after")
+    def _bounded(self) -> ParticlesRequest:
+        span = abs(self.t_end - self.t_start)
+        if span / self.dt > MAX_JOB_STEPS:
+            raise ValueError(f"dt = {self.dt:g} makes over {MAX_JOB_STEPS} steps; use a larger dt")
+        if self.every is not None and span / self.every > MAX_SERIES:
+            raise ValueError(f"every = {self.every:g} keeps over {MAX_SERIES} positions; use a larger every")
+        return self
 
-JobRequest = Annotated[CutoutRequest | PointsRequest | ParticlesRequest, Field(discriminator="kind")]
+
+JobRequest = Annotated[
+    CutoutRequest | PointsRequest | ParticlesRequest | BranchCutoutRequest, Field(discriminator="kind")
+]
 _request_adapter: TypeAdapter[Any] = TypeAdapter(JobRequest)
+
+
+def request_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The JSON schema of a job request (a ``kind``-discriminated union), for the OpenAPI document."""
+    return _request_adapter.json_schema(ref_template=ref_template)
+
 
 OPERATOR_WIDTH = {"field": 1, "gradient": 3, "hessian": 6, "laplacian": 1}
 
@@ -175,6 +221,7 @@ class JobEngine:
         scratch_options: dict[str, Any] | None = None,
         scheduler: str | None = None,
         resolve_dataset: Callable[[str], tuple[str, dict[str, Any] | None]] | None = None,
+        resolve_simulation: Callable[[str], str | Path] | None = None,
         n_workers: int = 2,
         threads_per_worker: int = 1,
         worker_memory: str | int = "2GiB",
@@ -190,6 +237,7 @@ class JobEngine:
         self.scratch = Scratch(scratch_url, scratch_options)
         self.scheduler = scheduler
         self.resolve_dataset = resolve_dataset or (lambda ds: (ds, None))
+        self.resolve_simulation = resolve_simulation
         self.n_workers, self.threads_per_worker, self.worker_memory = (
             n_workers,
             threads_per_worker,
@@ -281,10 +329,17 @@ class JobEngine:
         if owner is None or not lim.jobs_allowed:
             raise Forbidden("batch jobs need a registered token that allows jobs; ask the operator for one")
         req = request if isinstance(request, BaseModel) else parse_request(request)
-        url, options = self.resolve_dataset(req.dataset)
-        meta = self._meta(url, options)
-        pts = self._check_points(req, points, meta)
-        nbytes = self._output_bytes(req, meta, pts)
+        if isinstance(req, BranchCutoutRequest):
+            if points is not None:
+                raise InvalidInput("branch-cutout jobs take no points; remove them")
+            from labservice.branch_jobs import check_branch_job
+
+            pts, nbytes = None, check_branch_job(self._simulation_path(req.dataset), req)
+        else:
+            url, options = self.resolve_dataset(req.dataset)
+            meta = self._meta(url, options)
+            pts = self._check_points(req, points, meta)
+            nbytes = self._output_bytes(req, meta, pts)
         if nbytes > lim.max_job_bytes:
             raise LimitExceeded(
                 f"this job would write {nbytes / MIB:.1f} MiB, over your job size cap of "
@@ -392,6 +447,12 @@ class JobEngine:
         return gone
 
     # -- planning ----------------------------------------------------------------------------------
+    def _simulation_path(self, sim_id: str) -> str | Path:
+        """The folder of a cosmology simulation (for branch-cutout jobs)."""
+        if self.resolve_simulation is None:
+            raise NotFound(f"this server runs no cosmology jobs, so {sim_id!r} cannot be used in a job")
+        return self.resolve_simulation(sim_id)
+
     @staticmethod
     def _meta(url: str, options: dict[str, Any] | None) -> Any:
         from labservice.storage import open_store
@@ -419,7 +480,21 @@ class JobEngine:
             from labservice.errors import unknown
 
             raise unknown("variable", req.variable, meta.variables)
+        JobEngine._check_times(req, meta)
         return pts
+
+    @staticmethod
+    def _check_times(req: Any, meta: Any) -> None:
+        """Refuse times outside the stored range now, rather than fail on a worker later."""
+        if req.kind == "points":
+            asked = [req.time] if req.times is None else [req.times[0], req.times[1]]
+            asked = [t for t in asked if t is not None]
+        else:
+            asked = [req.t_start, req.t_end]
+        lo, hi = float(meta.times[0]), float(meta.times[-1])
+        for t in asked:
+            if not lo <= t <= hi:
+                raise OutOfDomain(f"job times must be in [{lo:.6g}, {hi:.6g}] (the stored range); got {t!r}")
 
     def _times(self, req: CutoutRequest, meta: Any) -> list[int]:
         from labservice.cutout.region import time_index
@@ -458,6 +533,10 @@ class JobEngine:
     ) -> tuple[Callable[..., Any], list[dict[str, Any]], Callable[..., Any], dict[str, Any]]:
         """Task function, task specs, finalizer and its spec. Creates the output skeleton once."""
         req = parse_request(rec.params)
+        if isinstance(req, BranchCutoutRequest):
+            from labservice.branch_jobs import plan_branch
+
+            return plan_branch(rec.id, req, self._simulation_path(req.dataset), list(self.scratch.spec()))
         url, options = self.resolve_dataset(req.dataset)
         meta = self._meta(url, options)
         base = {
@@ -628,8 +707,11 @@ class JobEngine:
                 if fut.status == "cancelled":
                     return  # cancel() owns the clean-up
                 if fut.status == "error":
+                    error = fut.exception()  # before the cancel below, which releases it
                     self.client.cancel(futures, force=True)
-                    raise fut.exception()
+                    if isinstance(error, BaseException):
+                        raise error
+                    raise RuntimeError(f"task {fut.key} failed without an error message (lost worker?)")
                 records.append(fut.result())
                 done += 1
             if finished:
@@ -724,6 +806,7 @@ def engine_from_settings(settings: Any, datasets: Any = None) -> JobEngine:
         getattr(settings, "scratch_options", None) or None,
         scheduler=settings.dask_scheduler,
         resolve_dataset=resolve if datasets is not None else None,
+        resolve_simulation=simulation_resolver(settings.data_dir),
         ttl_days=settings.job_ttl_days,
     )
 

@@ -1,8 +1,9 @@
-"""Per-caller limits: size of one request, requests per minute and requests in flight.
+"""Per-caller limits: size of one request, requests per minute, requests in flight and bytes per minute.
 
 A caller is either public (no token) or a registered token. Request sizes are checked by the routers with
 :func:`check_points` and :func:`check_cutout_bytes`; the rate and the concurrency are checked once per
-request by :class:`Throttle`, which the app runs as middleware.
+request by the limits middleware (:class:`RateWindow`, :class:`InFlight`, :func:`request_slot`).
+Routers that send bulk data charge it to the caller's :class:`ByteBudget`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,12 @@ class Limits:
     max_running_jobs: int = 0
     scratch_bytes: int = 0
     max_job_bytes: int = 0
+    # Bulk bytes sent per minute (zarr chunk reads), a token bucket that refills continuously.
+    bytes_per_minute: int = 1024 * MIB
+    # zarr and dask fire many small byte-range reads (a shard index, then each inner chunk), often at
+    # once: reads of the zarr view are counted in their own, wider bucket (see concurrency_slot).
+    zarr_requests_per_minute: int = 12_000
+    zarr_max_concurrent: int = 32
 
     def as_dict(self) -> dict[str, int | bool]:
         return asdict(self)
@@ -69,6 +76,34 @@ def check_cutout_bytes(limits: Limits, nbytes: int, sync_cap: int, job_hint: str
             f"this cutout is {nbytes / MIB:.1f} MiB, over the synchronous limit of {cap / MIB:.1f} MiB for "
             f"your token; use a larger stride or a smaller box, or submit it as a job: {job_hint}"
         )
+
+
+@dataclass(frozen=True)
+class Slot:
+    """The bucket one request is counted in, with its rate and concurrency limits."""
+
+    key: str
+    per_minute: int
+    max_concurrent: int
+
+
+def request_slot(caller: Caller, path: str) -> Slot:
+    """Where the middleware counts one request of ``caller`` to ``path``.
+
+    Reads of the zarr view (``.../zarr/...``) are cheap byte-range reads that zarr and dask issue many of,
+    in parallel (zarr alone runs up to 10 at once per array read; a 64^3 shard read piecewise is 16
+    requests), so they are counted apart from the other requests, against the larger of the caller's
+    general limits and ``zarr_requests_per_minute`` / ``zarr_max_concurrent``. Their volume is bounded by
+    ``bytes_per_minute`` instead.
+    """
+    lim = caller.limits
+    if "/zarr/" in path or path.endswith("/zarr"):
+        return Slot(
+            f"{caller.key}:zarr",
+            max(lim.requests_per_minute, lim.zarr_requests_per_minute),
+            max(lim.max_concurrent, lim.zarr_max_concurrent),
+        )
+    return Slot(caller.key, lim.requests_per_minute, lim.max_concurrent)
 
 
 class RateWindow:
@@ -121,3 +156,71 @@ class InFlight:
                 self._count.pop(key, None)
             else:
                 self._count[key] = n
+
+
+class ByteBudget:
+    """Bytes each caller may be sent per minute: a token bucket of ``bytes_per_minute`` that refills
+    continuously, plus each caller's running total since the server started.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (bytes left, last refill time)
+        self._served: dict[str, int] = {}
+
+    def _level(self, key: str, per_minute: int, now: float) -> float:
+        left, last = self._buckets.get(key, (float(per_minute), now))
+        return min(float(per_minute), left + (now - last) * per_minute / 60.0)
+
+    def charge(self, caller: Caller, nbytes: int, now: float | None = None) -> int:
+        """Take ``nbytes`` from the caller's budget; return the bytes left this minute.
+
+        Raises
+        ------
+        LimitExceeded
+            When ``nbytes`` alone is over the per-minute budget (it can never be sent in one piece).
+        RateLimited
+            When the budget has too little left now; ``retry_after`` says when it will have enough.
+        """
+        per_minute = int(caller.limits.bytes_per_minute)
+        if nbytes > per_minute:
+            raise LimitExceeded(
+                f"this read is {nbytes} bytes, over your budget of {per_minute} bytes per minute; ask for "
+                "a byte range (zarr reads single inner chunks of a shard that way) or use a token with a "
+                "larger bytes_per_minute"
+            )
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            left = self._level(caller.key, per_minute, now)
+            if left < nbytes:
+                self._buckets[caller.key] = (left, now)
+                wait = max(1, math.ceil((nbytes - left) * 60.0 / per_minute - 1e-9))
+                raise RateLimited(
+                    f"byte budget used up: you may read {per_minute} bytes per minute and {int(left)} are "
+                    f"left; this read needs {nbytes}; retry after {wait} s",
+                    retry_after=wait,
+                )
+            left -= nbytes
+            self._buckets[caller.key] = (left, now)
+            self._served[caller.key] = self._served.get(caller.key, 0) + int(nbytes)
+            return int(left)
+
+    def remaining(self, caller: Caller, now: float | None = None) -> int:
+        """Bytes the caller may still be sent right now."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return int(self._level(caller.key, int(caller.limits.bytes_per_minute), now))
+
+    def served(self, caller: Caller) -> int:
+        """The caller's running total of bytes charged since the server started."""
+        with self._lock:
+            return self._served.get(caller.key, 0)
+
+
+def shared_byte_budget(holder: object) -> ByteBudget:
+    """The one :class:`ByteBudget` kept on ``holder`` (the app state), created on first use."""
+    budget = getattr(holder, "byte_budget", None)
+    if budget is None:
+        budget = ByteBudget()
+        setattr(holder, "byte_budget", budget)  # noqa: B010 - holder is any attribute bag
+    return budget

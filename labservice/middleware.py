@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from labservice.errors import LabError, Unauthorized
 from labservice.http_errors import internal_error_response, lab_error_response
-from labservice.limits import Caller, InFlight, Limits, RateWindow
+from labservice.limits import Caller, InFlight, Limits, RateWindow, request_slot
 from labservice.tokens import TokenStore
 
 
@@ -58,14 +58,15 @@ class LimitsMiddleware:
                 state.get("tokens"),
                 state.get("public_limits", Limits()),
             )
-            remaining = self.rate.take(caller.key, caller.limits.requests_per_minute)
-            self.inflight.enter(caller.key, caller.limits.max_concurrent)
+            slot = request_slot(caller, scope["path"])  # zarr reads have their own, wider bucket
+            remaining = self.rate.take(slot.key, slot.per_minute)
+            self.inflight.enter(slot.key, slot.max_concurrent)
         except LabError as exc:
             await lab_error_response(exc)(scope, receive, send)
             return
         state["caller"] = caller
         quota = {
-            b"x-ratelimit-limit": str(caller.limits.requests_per_minute).encode(),
+            b"x-ratelimit-limit": str(slot.per_minute).encode(),
             b"x-ratelimit-remaining": str(remaining).encode(),
             b"x-lab-caller": (caller.name if caller.token_id else "public").encode("latin-1", "replace"),
             b"x-lab-points-limit": str(caller.limits.points_per_request).encode(),
@@ -88,4 +89,59 @@ class LimitsMiddleware:
                 raise
             await internal_error_response(exc)(scope, receive, send_with_headers)
         finally:
-            self.inflight.leave(caller.key)
+            self.inflight.leave(slot.key)
+
+
+# Sent on every response unless a route set its own (portal pages add a Content-Security-Policy).
+SECURITY_HEADERS: dict[bytes, bytes] = {
+    b"x-content-type-options": b"nosniff",
+    b"x-frame-options": b"DENY",
+    b"referrer-policy": b"no-referrer",
+    b"cross-origin-resource-policy": b"same-site",
+}
+# Headers a browser script may read from a cross-origin answer (quota, cost, ranges, ETags).
+EXPOSED_HEADERS = [
+    "X-Lab-Cost",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-Lab-Points-Limit",
+    "Retry-After",
+    "Content-Range",
+    "Content-Disposition",
+    "ETag",
+    "Location",
+]
+
+
+class SecurityHeadersMiddleware:
+    """Add :data:`SECURITY_HEADERS` to every HTTP response that does not already carry them."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS.items() if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def cors_options(origins: list[str]) -> dict[str, Any]:
+    """Keyword arguments of Starlette's CORSMiddleware for the configured origins (bearer tokens, no cookies)."""
+    return {
+        "allow_origins": list(origins),
+        "allow_methods": ["GET", "HEAD", "POST", "DELETE"],
+        "allow_headers": ["Authorization", "Content-Type", "Accept", "Range", "If-None-Match"],
+        "expose_headers": EXPOSED_HEADERS,
+        "allow_credentials": False,
+        "max_age": 600,
+    }

@@ -42,11 +42,34 @@ class Settings(BaseSettings):
         description="Largest cutout served synchronously to any caller; above it, use a job.",
     )
 
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description='Browser origins allowed to call the API cross-site, e.g. ["https://lab.example.org"] '
+        "(JSON in the environment); empty (the default) turns CORS off.",
+    )
+
     # Public (no token) limits.
     public_points_per_request: int = Field(default=4096, ge=1)
     public_max_cutout_bytes: int = Field(default=16 * MIB, ge=0)
     public_requests_per_minute: int = Field(default=600, ge=1)
     public_max_concurrent: int = Field(default=4, ge=1)
+    public_bytes_per_minute: int = Field(
+        default=1024 * MIB, ge=1, description="Bulk bytes (zarr chunk reads) a public caller may read per minute."
+    )
+
+    # -- cosmology SQL (POST /datasets/{sim}/sql, DuckDB) --------------------------------------------
+    sql_max_rows: int = Field(
+        default=100_000, ge=1, le=10_000_000,
+        description="Most rows a query may return; more is a 413 unless the caller asks for truncate=true.",
+    )
+    sql_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=3600, description="Queries running longer are interrupted (a 413)."
+    )
+    sql_memory_limit: str = Field(
+        default="256MB", pattern=r"^[0-9]+(\.[0-9]+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)$",
+        description="DuckDB memory limit per simulation (nothing spills to disk); a query needing more is a 413.",
+    )
+    sql_threads: int = Field(default=1, ge=1, le=64, description="DuckDB worker threads per simulation.")
 
     # -- jobs (used by the jobs router) --------------------------------------------------------------
     jobs_enabled: bool | None = Field(

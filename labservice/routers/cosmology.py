@@ -1,4 +1,5 @@
-"""Cosmology routes under /datasets/{sim}: snapshots, halo search, one halo, trees, mergers, particle cutouts, SQL.
+"""Cosmology routes under /datasets/{sim}: snapshots, halo search, one halo, trees, mergers, particle and branch
+cutouts, SQL.
 
 Each route resolves the simulation, calls :class:`~labservice.datasets.simulation.Simulation` in a worker
 thread and encodes the answer. Tables (halos, tree rows, mergers, SQL results) come as JSON, CSV, Parquet or
@@ -19,9 +20,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from labservice.datasets.branch import branch_nodes, branch_upper_bytes, node_cutout, write_branch_hdf5
 from labservice.datasets.simulation import MAX_LIMIT, Simulation, SimulationRegistry
 from labservice.encoding import JSON, MSGPACK, encode, openapi_body, parse_request
-from labservice.errors import InvalidInput, NotFound, unknown
+from labservice.errors import InvalidInput, LimitExceeded, NotFound, unknown
 from labservice.limits import Caller, check_cutout_bytes
 from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings, get_simulations
 from labservice.settings import Settings
@@ -39,6 +41,8 @@ HDF5 = "application/x-hdf5"
 NPZ = "application/x-npz"
 TABLE_FORMATS = {"json": JSON, "csv": CSV, "parquet": PARQUET, "msgpack": MSGPACK}
 CUTOUT_FORMATS = {"hdf5": HDF5, "msgpack": MSGPACK, "npz": NPZ}
+BRANCH_FORMATS = {"hdf5": HDF5, "msgpack": MSGPACK}
+MIB = 1 << 20
 # Query parameters of the halo search that are not column filters.
 SEARCH_PARAMS = ("near", "box", "order_by", "limit", "offset", "fields", "format")
 SQL_CHARS = 100_000
@@ -148,6 +152,7 @@ def _links(request: Request, sim_id: str, halo: dict[str, Any]) -> dict[str, str
         "full_tree": f"{base}/halos/{hid}/tree?kind=full",
         "mergers": f"{base}/halos/{hid}/mergers?min_ratio=0.2",
         "cutout": f"{base}/snapshots/{snap}/halos/{hid}/cutout?radius=2&units=r200&format=hdf5",
+        "branch_cutout": f"{base}/halos/{hid}/branch-cutout?radius=2&units=r200&format=hdf5",
     }
     if int(halo["descendantId"]) >= 0:
         links["descendant"] = f"{base}/halos/{int(halo['descendantId'])}"
@@ -321,7 +326,7 @@ async def get_halo_cutout(
     chosen = choose_format(request, format, CUTOUT_FORMATS, "hdf5")
     names = _csv_list(particle_fields)
     upper = await run_in_threadpool(s.cutout_upper_bytes, halo_id, snap, radius, units, names)
-    hint = "branch and batch particle cutouts as jobs are not available yet; ask for a smaller radius"
+    hint = "ask for a smaller radius or fewer fields"
     # The touched index cells bound the size; refuse absurd reads before touching the particles.
     check_cutout_bytes(caller.limits, upper // 4, settings.sync_cutout_bytes, hint)
     data = await run_in_threadpool(s.cutout, halo_id, snap, radius, units, names)
@@ -333,6 +338,85 @@ async def get_halo_cutout(
     return Response(body, media_type=CUTOUT_FORMATS[chosen],
                     headers={"Content-Disposition": f'attachment; filename="{filename}"',
                              "X-Lab-Count": str(int(data["Offsets"].shape[0]))})
+
+
+def _branch_job_hint(sim: str, halo_id: int, radius: float, units: str, names: list[str] | None,
+                     missing: str) -> str:
+    job = {"kind": "branch-cutout", "dataset": sim, "halo_id": halo_id, "radius": radius, "units": units}
+    if names is not None:
+        job["fields"] = names
+    if missing != "error":
+        job["missing"] = missing
+    return (f"POST /api/v1/jobs with {json.dumps(job)} (labclient: sim.halo({halo_id}).branch_cutout("
+            f"radius={radius:g}, units={units!r}, job=True)), or ask for a smaller radius or fewer fields")
+
+
+def _check_branch_bytes(nbytes: int, n_nodes: int, cap: int, hint: str) -> None:
+    if nbytes > cap:
+        raise LimitExceeded(
+            f"this branch cutout is {nbytes / MIB:.1f} MiB over {n_nodes} nodes, over the synchronous limit of "
+            f"{cap / MIB:.1f} MiB for your token; submit it as a batch job: {hint}"
+        )
+
+
+def _branch_bytes(info: dict[str, Any], nodes: list[dict[str, Any]], fmt: str, sim: Simulation) -> bytes:
+    if fmt == "msgpack":
+        count = int(sum(n["Offsets"].shape[0] for n in nodes))
+        return encode({**info, "count": count, "nodes": nodes}, True).body
+    sink = io.BytesIO()
+    write_branch_hdf5(sink, info, sim.info, nodes)
+    return sink.getvalue()
+
+
+@router.get(
+    "/datasets/{sim}/halos/{halo_id}/branch-cutout",
+    operation_id="get_branch_cutout",
+    responses={
+        200: {"description": "HDF5 with one group per snapshot (the node's row as attributes), or msgpack "
+                             "{nodes: [...]}.", "content": {HDF5: {}, MSGPACK: {}}},
+        413: {"description": "Over the synchronous limit; the detail gives the job request to submit instead."},
+        422: {"description": "Bad radius, unit or field, or nodes without R200c (use units=mpc or missing=skip)."},
+    },
+)
+async def get_branch_cutout(
+    sim: str,
+    halo_id: int,
+    request: Request,
+    sims: Sims,
+    fields: Fields,
+    caller: CallerDep,
+    settings: SettingsDep,
+    radius: Annotated[float, Query(gt=0, description="Sphere radius, in units of R200c or Mpc/h.")] = 2.0,
+    units: Annotated[str, Query(description="r200 (times each node's R200c) or mpc (Mpc/h).")] = "r200",
+    particle_fields: Annotated[
+        str | None, Query(alias="fields", description="Coordinates,Velocities,ParticleIDs (default all).")
+    ] = None,
+    missing: Annotated[
+        str, Query(description="With units=r200, nodes without R200c: error (422) or skip them.")
+    ] = "error",
+    format: Annotated[str | None, Query(description="hdf5 or msgpack; default from Accept, else hdf5.")] = None,
+) -> Response:
+    """Particles within a radius of every main-branch node of a halo, one group per snapshot; big ones are jobs."""
+    s = simulation(sims, fields, sim)
+    chosen = choose_format(request, format, BRANCH_FORMATS, "hdf5")
+    names = _csv_list(particle_fields)
+    nodes = await run_in_threadpool(branch_nodes, s, halo_id, radius, units, missing)
+    cap = min(caller.limits.max_cutout_bytes, settings.sync_cutout_bytes)
+    hint = _branch_job_hint(s.id, halo_id, radius, units, names, missing)
+    # The touched index cells bound the size (a cube of cells around each sphere, so about 4x loose).
+    upper = await run_in_threadpool(branch_upper_bytes, s, nodes, radius, units, names)
+    _check_branch_bytes(upper // 4, len(nodes), cap, hint)
+    cutouts = [await run_in_threadpool(node_cutout, s, n, radius, units, names) for n in nodes]
+    nbytes = sum(v.nbytes for c in cutouts for v in c.values() if isinstance(v, np.ndarray))
+    _check_branch_bytes(nbytes, len(nodes), cap, hint)
+    request.state.cost = nbytes
+    info = {"simulation": s.id, "halo_id": halo_id, "radius": radius, "units": units}
+    body = await run_in_threadpool(_branch_bytes, info, cutouts, chosen, s)
+    filename = f"{s.id}_halo{halo_id}_branch.{chosen}"
+    return Response(body, media_type=BRANCH_FORMATS[chosen],
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"',
+                             "X-Lab-Nodes": str(len(nodes)),
+                             "X-Lab-Count": str(sum(int(c["Offsets"].shape[0]) for c in cutouts))})
 
 
 class SqlRequest(BaseModel):
@@ -354,14 +438,23 @@ _SQL_EXAMPLES = {
     "/datasets/{sim}/sql",
     operation_id="run_sql",
     openapi_extra=openapi_body(SqlRequest, _SQL_EXAMPLES),
-    responses={**_TABLE_OK, 413: {"description": "The query ran past the time or memory limit."}},
+    responses={**_TABLE_OK, 413: {"description": "Over the row cap (without truncate=true), the time-out or "
+                                                  "the memory limit; the limits are in the dataset metadata."}},
 )
 async def run_sql(
-    sim: str, request: Request, sims: Sims, fields: Fields, settings: SettingsDep, format: TableFormat = None
+    sim: str,
+    request: Request,
+    sims: Sims,
+    fields: Fields,
+    settings: SettingsDep,
+    format: TableFormat = None,
+    truncate: Annotated[
+        bool, Query(description="Over the row cap, return the first max_rows rows instead of a 413.")
+    ] = False,
 ) -> Response:
     """Read-only SQL (DuckDB, no file/network/extension access) over halos, trees and snapshots; rows capped."""
     s = simulation(sims, fields, sim)
     body = await parse_request(request, SqlRequest, settings.max_body_bytes)
-    result = await run_in_threadpool(s.sql, body.sql)
+    result = await run_in_threadpool(s.sql, body.sql, truncate)
     info = {"simulation": s.id, "truncated": result.truncated, "max_rows": s.sql_max_rows}
     return await _table(request, format, result.frame, info)

@@ -16,10 +16,12 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from labservice.encoding import as_points, decode_body, read_body
 from labservice.errors import InvalidInput, LabError, StorageUnavailable
+from labservice.http_errors import lab_error_response
 from labservice.job_registry import JobRecord
-from labservice.jobs import JobEngine
+from labservice.jobs import JobEngine, request_schema
 from labservice.limits import Caller
 from labservice.routers.deps import get_caller, get_settings
+from labservice.routers.models import POINTS_SCHEMA
 from labservice.settings import Settings
 
 router = APIRouter(tags=["jobs"])
@@ -49,6 +51,45 @@ def _view(rec: JobRecord) -> dict[str, Any]:
     return body
 
 
+_JOB_EXAMPLES: dict[str, Any] = {
+    "cutout": {
+        "kind": "cutout",
+        "dataset": "isotropic64",
+        "variables": ["velocity"],
+        "times": [6.0],
+        "x": "0:64:2",
+        "formats": ["zarr"],
+    },
+    "points": {
+        "kind": "points",
+        "dataset": "isotropic64",
+        "variable": "velocity",
+        "time": 6.0,
+        "points": [[0.1, 0.2, 0.3]],
+    },
+}
+
+
+def _job_body() -> dict[str, Any]:
+    """The documented job request: one of the engine's request models, plus ``points`` where needed."""
+    schema = request_schema(ref_template="#/components/schemas/Job{model}")
+    defs = {f"Job{name}": d for name, d in schema.pop("$defs", {}).items()}
+    for name in ("JobPointsRequest", "JobParticlesRequest"):
+        defs[name]["properties"]["points"] = POINTS_SCHEMA
+        defs[name]["required"] = [*defs[name].get("required", []), "points"]
+    examples = {k: {"summary": k, "value": v} for k, v in _JOB_EXAMPLES.items()}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": schema, "examples": examples},
+                "application/msgpack": {"schema": schema},
+            },
+        },
+        "x-schema-defs": defs,
+    }
+
+
 Engine = Annotated[JobEngine, Depends(get_engine)]
 Who = Annotated[Caller, Depends(get_caller)]
 
@@ -63,36 +104,7 @@ Who = Annotated[Caller, Depends(get_caller)]
         413: {"description": "The job's output is over the token's job size cap."},
         429: {"description": "A quota is used up: running jobs or scratch bytes."},
     },
-    openapi_extra={
-        "requestBody": {
-            "content": {
-                "application/json": {
-                    "examples": {
-                        "cutout": {
-                            "value": {
-                                "kind": "cutout",
-                                "dataset": "isotropic64",
-                                "variables": ["velocity"],
-                                "times": [0.0],
-                                "x": "0:64:2",
-                                "formats": ["zarr"],
-                            }
-                        },
-                        "points": {
-                            "value": {
-                                "kind": "points",
-                                "dataset": "isotropic64",
-                                "variable": "velocity",
-                                "time": 0.1,
-                                "points": [[0.1, 0.2, 0.3]],
-                            }
-                        },
-                    }
-                },
-                "application/msgpack": {},
-            }
-        }
-    },
+    openapi_extra=_job_body(),
 )
 async def submit_job(
     request: Request, engine: Engine, caller: Who, settings: Annotated[Settings, Depends(get_settings)]
@@ -167,8 +179,10 @@ async def get_job_file(
         headers["ETag"] = f'"{entry["sha256"]}"'
     try:
         span = parse_range(range, size)
-    except RangeNotSatisfiable:
-        return Response(status_code=416, headers=headers | {"Content-Range": f"bytes */{size}"})
+    except RangeNotSatisfiable as exc:
+        response = lab_error_response(exc)
+        response.headers.update(headers | {"Content-Range": f"bytes */{size}"})
+        return response
     start, end = span if span is not None else (0, size)
     headers["Content-Length"] = str(end - start)
     status = 200

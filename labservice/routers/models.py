@@ -19,21 +19,34 @@ from pydantic import (
 
 from labservice.encoding import as_points
 
+POINTS_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "items": {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3},
+    "minItems": 1,
+    "description": "N x 3 coordinates [x, y, z] in physical units; in msgpack also "
+    "{dtype: 'float64', shape: [N, 3], data: <bytes>}",
+}
 # An (N, 3) float64 array: nested lists in JSON, {dtype, shape, data} in msgpack.
 PointArray = Annotated[
     np.ndarray,
     BeforeValidator(as_points),
     PlainSerializer(lambda a: a.tolist()),
-    WithJsonSchema(
-        {
-            "type": "array",
-            "items": {"type": "array", "items": {"type": "number"}, "minItems": 3, "maxItems": 3},
-            "minItems": 1,
-            "description": "N x 3 coordinates [x, y, z] in physical units; in msgpack also "
-            "{dtype: 'float64', shape: [N, 3], data: <bytes>}",
-        }
-    ),
+    WithJsonSchema(POINTS_SCHEMA),
 ]
+
+
+# Counts past this are refused by every limit anyway; capping keeps int() finite for tiny steps.
+_HUGE_COUNT = 10**15
+# Integration steps one synchronous tracking request may take (|t_end - t_start| / dt); above: a job.
+MAX_TRACK_STEPS = 100_000
+
+
+def steps_in(span: float, step: float) -> int:
+    """floor(span / step) (to within 1e-9 of a step), capped at 10**15 so that a tiny step cannot overflow."""
+    ratio = abs(span) / step
+    if not math.isfinite(ratio) or ratio > _HUGE_COUNT:
+        return _HUGE_COUNT
+    return int(math.floor(ratio + 1e-9))
 
 
 class TimeSeries(BaseModel):
@@ -53,7 +66,7 @@ class TimeSeries(BaseModel):
 
     def count(self) -> int:
         """How many times the series holds (rounding as the engine does, to within 1e-9 of a step)."""
-        return int(math.floor((self.end - self.start) / self.step + 1e-9)) + 1
+        return steps_in(self.end - self.start, self.step) + 1
 
     def as_tuple(self) -> tuple[float, float, float]:
         return (self.start, self.end, self.step)
@@ -103,7 +116,11 @@ class ParticlesRequest(_Body):
         """Positions returned per particle (the cost is points x outputs)."""
         if self.every is None:
             return 2
-        return int(math.floor(abs(self.t_end - self.t_start) / self.every + 1e-9)) + 2
+        return steps_in(self.t_end - self.t_start, self.every) + 2
+
+    def nsteps(self) -> int:
+        """Integration steps from t_start to t_end."""
+        return steps_in(self.t_end - self.t_start, self.dt) + 1
 
 
 class FilterRequest(_Body):

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from labservice.encoding import openapi_body, parse_request, respond
-from labservice.errors import InvalidInput
+from labservice.errors import InvalidInput, LimitExceeded
 from labservice.limits import Caller, check_cutout_bytes, check_points
 from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings
 from labservice.routers.models import (
@@ -22,6 +22,7 @@ from labservice.routers.models import (
     EXAMPLE_PARTICLES,
     EXAMPLE_POINTS,
     EXAMPLE_THRESHOLD,
+    MAX_TRACK_STEPS,
     FilterRequest,
     ParticlesRequest,
     PointsRequest,
@@ -107,6 +108,11 @@ async def particles(
     ds = registry.get(dataset_id)
     body = await parse_request(request, ParticlesRequest, settings.max_body_bytes)
     request.state.cost = check_points(caller.limits, len(body.points), body.noutputs())
+    if body.nsteps() > MAX_TRACK_STEPS:  # the work grows with the steps, not with the outputs
+        raise LimitExceeded(
+            f"dt = {body.dt:g} makes {body.nsteps()} integration steps, over the limit of {MAX_TRACK_STEPS} "
+            "per request; use a larger dt or submit a particles job"
+        )
     result = await run_in_threadpool(
         ds.track,
         body.points,

@@ -12,7 +12,14 @@
 HTTP semantics: single byte ranges (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) give 206, unsatisfiable ones
 416; HEAD; ETag with If-None-Match -> 304; 404 for any key outside the layout. A token may come as the
 usual ``Authorization: Bearer`` header or as ``?token=``. Each response's data bytes count against the
-caller's ``max_cutout_bytes``.
+caller's ``max_cutout_bytes`` (per request) and ``bytes_per_minute`` (a running budget: 429 with
+Retry-After when used up; ``X-Lab-Bytes-Limit``, ``X-Lab-Bytes-Remaining`` and ``X-Lab-Bytes-Served`` on
+every response). Zarr reads have their own rate and in-flight bucket (``zarr_requests_per_minute``,
+``zarr_max_concurrent``; see :func:`labservice.limits.request_slot`).
+
+``GET /datasets/<id>/zarr-stats`` reports what the view served: request, data-read and byte counters for
+the dataset, and the asking caller's own budget and most recent shard reads (key and byte range), so a
+client can check that a slice fetched only the chunks it needs.
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import hashlib
 import json
 import os
 import re
+import threading
+from collections import deque
 from typing import Annotated, Any
 
 import numpy as np
@@ -29,7 +38,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 
 from labservice.errors import InvalidInput, LimitExceeded, NotFound
-from labservice.limits import Caller
+from labservice.limits import ByteBudget, Caller, shared_byte_budget
 from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets
 
 router = APIRouter(tags=["zarr"])
@@ -40,6 +49,56 @@ _CACHE_CONTROL_DOC = "public, max-age=60"
 _CACHE_CONTROL_DATA = "public, max-age=3600"
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 _KEY_PART = re.compile(r"^[A-Za-z0-9_.\-]+$")
+RECENT_READS = 1024  # shard reads remembered per dataset (all callers), for zarr-stats
+
+
+class ZarrCounters:
+    """What the zarr view served, per dataset: requests, shard reads, bytes and the latest reads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals: dict[str, dict[str, int]] = {}
+        self._recent: dict[str, deque[tuple[str, str, int, int]]] = {}
+
+    def _of(self, dataset_id: str) -> dict[str, int]:
+        return self._totals.setdefault(dataset_id, {"requests": 0, "data_requests": 0, "data_bytes": 0})
+
+    def count_request(self, dataset_id: str) -> None:
+        with self._lock:
+            self._of(dataset_id)["requests"] += 1
+
+    def count_read(self, dataset_id: str, caller_key: str, key: str, start: int, stop: int) -> None:
+        with self._lock:
+            totals = self._of(dataset_id)
+            totals["data_requests"] += 1
+            totals["data_bytes"] += stop - start
+            recent = self._recent.setdefault(dataset_id, deque(maxlen=RECENT_READS))
+            recent.append((caller_key, key, start, stop))
+
+    def report(self, dataset_id: str, caller_key: str) -> dict[str, Any]:
+        """The dataset's totals and this caller's recent reads, oldest first."""
+        with self._lock:
+            totals = dict(self._of(dataset_id))
+            mine = [{"key": k, "start": a, "stop": b}
+                    for who, k, a, b in self._recent.get(dataset_id, ()) if who == caller_key]
+        return {**totals, "recent_reads": mine}
+
+
+def _counters(request: Request) -> ZarrCounters:
+    state = request.app.state
+    counters = getattr(state, "zarr_counters", None)
+    if counters is None:  # created on the event loop, so only once
+        counters = state.zarr_counters = ZarrCounters()
+    return counters
+
+
+def _budget_headers(budget: ByteBudget, caller: Caller, left: int | None = None) -> dict[str, str]:
+    return {
+        "X-Lab-Bytes-Limit": str(caller.limits.bytes_per_minute),
+        "X-Lab-Bytes-Remaining": str(budget.remaining(caller) if left is None else left),
+        "X-Lab-Bytes-Served": str(budget.served(caller)),
+    }
+
 
 def _raw_store(ds: Any) -> Any:
     """The dataset's own zarr store, for byte (range) reads; only zarr-backed datasets have one."""
@@ -260,6 +319,9 @@ async def zarr_key(
     caller = _caller_with_query_token(request, caller)
     ds = registry.get(dataset_id)
     kind, what = await run_in_threadpool(_resolve, ds, key)
+    counters = _counters(request)
+    budget = shared_byte_budget(request.app.state)
+    counters.count_request(dataset_id)
     if kind in ("doc", "html"):
         body: bytes | None = what
         size = len(what)
@@ -278,7 +340,8 @@ async def zarr_key(
         etag = hashlib.sha1(f"{ds.url}|{key}|{size}|{stamp}".encode()).hexdigest()[:24]
         cache_control = _CACHE_CONTROL_DATA
         media = "application/octet-stream"
-    headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control, "Accept-Ranges": "bytes"}
+    headers = {"ETag": f'"{etag}"', "Cache-Control": cache_control, "Accept-Ranges": "bytes",
+               **_budget_headers(budget, caller)}
     inm = request.headers.get("if-none-match")
     if inm and (inm.strip() == "*" or f'"{etag}"' in [t.strip().removeprefix("W/") for t in inm.split(",")]):
         return Response(status_code=304, headers=headers)
@@ -301,9 +364,58 @@ async def zarr_key(
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=media)
     if body is None:
+        left = budget.charge(caller, stop - start)  # 429 with Retry-After when the budget is used up
+        headers.update(_budget_headers(budget, caller, left))
+        request.state.cost = stop - start
         body = await run_in_threadpool(_get, _raw_store(ds), what, (start, stop))
         if body is None:
             raise NotFound(f"shard {key!r} of dataset {dataset_id!r} disappeared while reading")
+        counters.count_read(dataset_id, caller.key, key, start, stop)
     else:
         body = body[start:stop]
     return Response(content=body, status_code=status, headers=headers, media_type=media)
+
+
+_STATS_EXAMPLE = {
+    "dataset": "isotropic64",
+    "requests": 14,
+    "data_requests": 9,
+    "data_bytes": 3539040,
+    "you": {
+        "caller": "public",
+        "bytes_per_minute": 1073741824,
+        "bytes_remaining": 1070202784,
+        "bytes_served": 3539040,
+        "recent_reads": [{"key": "velocity/c/0/0/0/0/0", "start": 3145732, "stop": 3145892}],
+    },
+}
+
+
+@router.get(
+    "/datasets/{dataset_id}/zarr-stats",
+    operation_id="zarr_stats",
+    responses={200: {"content": {"application/json": {"example": _STATS_EXAMPLE}}}},
+)
+async def zarr_stats(
+    dataset_id: str,
+    request: Request,
+    registry: Annotated[DatasetRegistry, Depends(get_datasets)],
+    caller: Annotated[Caller, Depends(get_caller)],
+) -> dict[str, Any]:
+    """What the zarr view of a dataset served: counters, your byte budget and your latest shard reads."""
+    caller = _caller_with_query_token(request, caller)
+    registry.get(dataset_id)
+    report = _counters(request).report(dataset_id, caller.key)
+    budget = shared_byte_budget(request.app.state)
+    recent = report.pop("recent_reads")
+    return {
+        "dataset": dataset_id,
+        **report,
+        "you": {
+            "caller": caller.name if caller.token_id else "public",
+            "bytes_per_minute": caller.limits.bytes_per_minute,
+            "bytes_remaining": budget.remaining(caller),
+            "bytes_served": budget.served(caller),
+            "recent_reads": recent,
+        },
+    }

@@ -14,7 +14,7 @@ BOX = 10.0
 def _clustered_points(seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     centres = np.array([[0.1, 0.1, 9.95], [5.0, 5.0, 5.0], [9.9, 3.0, 0.05], [2.0, 7.0, 4.0]])
-    blobs = [c + rng.normal(scale=s, size=(n, 3)) for c, s, n in zip(centres, (0.15, 0.3, 0.1, 0.5), (80, 60, 40, 30))]
+    blobs = [c + rng.normal(scale=s, size=(n, 3)) for c, s, n in zip(centres, (0.15, 0.3, 0.1, 0.5), (80, 60, 40, 30), strict=True)]
     return np.mod(np.concatenate(blobs + [rng.uniform(0, BOX, size=(200, 3))]), BOX)
 
 

@@ -79,7 +79,7 @@ def test_plane_wave_grows_like_linear_theory():
     outputs = {0.25, 1.0}
     bounds = nb.step_boundaries(a0, np.array(sorted(outputs)))
     acc = force(pos)
-    for a_lo, a_hi in zip(bounds[:-1], bounds[1:]):
+    for a_lo, a_hi in zip(bounds[:-1], bounds[1:], strict=True):
         mid = 0.5 * (a_lo + a_hi)
         mom += acc * nb._kick(a_lo, mid, COSMO)
         pos = np.mod(pos + mom * nb._drift(a_lo, a_hi, COSMO), box)

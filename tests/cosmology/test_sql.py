@@ -15,11 +15,28 @@ def engine(small_sim):
     e.close()
 
 
-def test_select_with_row_cap(engine):
-    res = engine.query("SELECT id, mass FROM halos ORDER BY mass DESC")
+def test_row_cap_is_an_error_unless_truncation_is_asked_for(engine):
+    with pytest.raises(LimitExceeded, match="more than 3 rows.*truncate=true"):
+        engine.query("SELECT id, mass FROM halos ORDER BY mass DESC")
+    res = engine.query("SELECT id, mass FROM halos ORDER BY mass DESC", truncate=True)
     assert list(res.frame.columns) == ["id", "mass"] and len(res.frame) == 3 and res.truncated
     top = engine.query("SELECT max(mass) AS m FROM trees").frame["m"][0]
     assert res.frame["mass"][0] == top
+    exact = engine.query("SELECT id FROM halos ORDER BY id LIMIT 3")  # exactly the cap: not truncated
+    assert len(exact.frame) == 3 and not exact.truncated
+
+
+def test_memory_limit_and_threads(small_sim):
+    e = SqlEngine(small_sim / "halos.parquet", max_rows=10, timeout=10.0, memory_limit="32MB", threads=2)
+    try:
+        with pytest.raises(LimitExceeded, match="32MB of memory"):
+            e.query("SELECT list(i) AS l FROM range(20000000) t(i)")
+        assert e.query("SELECT current_setting('threads') AS t").frame["t"][0] == 2
+        assert e.query("SELECT current_setting('memory_limit') AS m").frame["m"][0].startswith("30")  # 32 MB
+        assert e.limits() == {"max_rows": 10, "timeout_seconds": 10.0, "memory_limit": "32MB", "threads": 2,
+                              "tables": ["halos", "snapshots", "trees"]}
+    finally:
+        e.close()
 
 
 @pytest.mark.parametrize(

@@ -19,12 +19,27 @@ def batch_slices(n: int, per_batch: int) -> list[slice]:
     return [slice(i, min(i + per_batch, n)) for i in range(0, n, per_batch)]
 
 
-def _progress_bar(total: int, unit: str, desc: str) -> Any:
+def tqdm_class() -> Any:
+    """tqdm's bar class: the notebook widget when ipywidgets is installed, else the text bar; None without tqdm.
+
+    ``tqdm.auto`` alone warns "IProgress not found" in a Jupyter kernel without ipywidgets.
+    """
     try:
-        from tqdm.auto import tqdm
+        import tqdm.std
     except ImportError:  # tqdm is optional: no bar without it
         return None
-    return tqdm(total=total, unit=unit, unit_scale=True, desc=desc)
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        return tqdm.std.tqdm
+    from tqdm.auto import tqdm as auto
+
+    return auto
+
+
+def _progress_bar(total: int, unit: str, desc: str) -> Any:
+    bar = tqdm_class()
+    return None if bar is None else bar(total=total, unit=unit, unit_scale=True, desc=desc)
 
 
 def run_batches(

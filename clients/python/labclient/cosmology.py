@@ -4,6 +4,7 @@
 >>> big = sim.halos(snap=30, mass__gt=1e13, order_by="-mass")
 >>> branch = sim.halo(int(big.id[0])).main_branch()
 >>> parts = sim.halo(int(big.id[0])).cutout(radius=2, units="r200")
+>>> history = sim.halo(int(big.id[0])).branch_cutout(radius=2, units="r200")   # every main-branch node
 
 Tables come back as pandas DataFrames (install ``labservice-client[all]``); they travel as msgpack columns.
 """
@@ -23,6 +24,9 @@ if TYPE_CHECKING:
     from labclient.lab import Lab
 
 CUTOUT_FIELDS = ("Coordinates", "Velocities", "ParticleIDs")
+
+if TYPE_CHECKING:
+    from labclient.jobs import Job
 
 
 def _frame(payload: dict[str, Any]) -> pd.DataFrame:
@@ -121,10 +125,14 @@ class RemoteSimulation:
         """One halo by id (ids are unique across snapshots); its row is fetched on first use."""
         return RemoteHalo(self, int(halo_id))
 
-    def sql(self, query: str) -> pd.DataFrame:
-        """Read-only SQL over the tables halos, trees and snapshots; ``df.attrs["truncated"]`` flags the row cap."""
-        payload = self.lab.transport.call("POST", self._base + "/sql", body={"sql": query},
-                                          params={"format": "msgpack"})
+    def sql(self, query: str, truncate: bool = False) -> pd.DataFrame:
+        """Read-only SQL over the tables halos, trees and snapshots.
+
+        More rows than the server's cap (``info["sql"]["max_rows"]``) raise LimitError, unless ``truncate=True``
+        asks for the first rows; ``df.attrs["truncated"]`` then says whether rows were cut.
+        """
+        params = {"format": "msgpack", "truncate": "true" if truncate else "false"}
+        payload = self.lab.transport.call("POST", self._base + "/sql", body={"sql": query}, params=params)
         frame = _frame(payload)
         frame.attrs["truncated"] = bool(payload.get("truncated", False))
         return frame
@@ -197,3 +205,47 @@ class RemoteHalo:
         variables = {k: (("particle", "axis") if v.ndim == 2 else ("particle",), v) for k, v in arrays.items()}
         attrs = {k: v for k, v in data.items() if k not in arrays}
         return xr.Dataset(variables, coords={"axis": ["x", "y", "z"]}, attrs=attrs)
+
+    def branch_cutout(self, radius: float = 2.0, units: str = "r200", fields: Iterable[str] | None = None,
+                      missing: str = "error", job: bool = False) -> dict[str, Any] | Job:
+        """Particles within ``radius`` of every node of the halo's main branch (the halo first, back in time).
+
+        Returns ``{"halo_id", "radius", "units", "count", "nodes": [...]}``; each node is a dict like
+        :meth:`cutout` returns plus ``halo``, that node's catalog row. With ``units="r200"``, nodes without an
+        R200c make a 422 unless ``missing="skip"``. Branches over your synchronous cutout limit answer 413:
+        pass ``job=True`` to run it as a batch job instead; ``job.wait().download(folder)`` then fetches
+        ``branch_cutout.hdf5`` (read it with :func:`read_branch_cutout`).
+        """
+        if job:
+            from labclient.jobs import submit_job
+
+            request: dict[str, Any] = {"kind": "branch-cutout", "dataset": self.sim.id, "halo_id": self.id,
+                                       "radius": float(radius), "units": units, "missing": missing}
+            if fields is not None:
+                request["fields"] = list(fields)
+            return submit_job(self.sim.lab, request)
+        params = {"radius": radius, "units": units, "fields": _join(fields), "missing": missing,
+                  "format": "msgpack"}
+        params = {k: v for k, v in params.items() if v is not None}
+        return self.sim.lab.transport.call("GET", f"{self.sim._base}/halos/{self.id}/branch-cutout", params=params)
+
+
+def read_branch_cutout(path: Any) -> dict[str, Any]:
+    """Read a ``branch_cutout.hdf5`` (from a branch-cutout job or ``format=hdf5``) into the dict
+    :meth:`RemoteHalo.branch_cutout` returns: one node per snapshot group, the halo first, back in time."""
+    import h5py  # optional: pip install h5py
+
+    with h5py.File(path, "r") as f:
+        info = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
+        nodes = []
+        for name in sorted((k for k in f if k.startswith("snap_")), reverse=True):
+            group = f[name]
+            halo = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in group.attrs.items()}
+            node: dict[str, Any] = {k: group[k][()] for k in group}
+            node.update(centre=np.asarray(halo.pop("centre")), radius=halo.pop("radius_mpc"), snap=int(halo["snap"]))
+            for extra in ("Redshift", "Time"):  # the row already has redshift and a
+                halo.pop(extra, None)
+            node["halo"] = halo
+            nodes.append(node)
+    info["count"] = int(sum(n["Offsets"].shape[0] for n in nodes if "Offsets" in n))
+    return {**info, "nodes": nodes}

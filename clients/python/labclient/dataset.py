@@ -229,8 +229,9 @@ class RemoteDataset:
             "spatial": spatial,
             "temporal": temporal,
         }
+        # Count outputs as the server bills them (start, every interval, plus a possible final t_end).
         nout = (
-            2 if every is None or not every > 0 else int(math.floor(abs(t_end - t_start) / every + 1e-9)) + 1
+            2 if every is None or not every > 0 else int(math.floor(abs(t_end - t_start) / every + 1e-9)) + 2
         )
         parts = self._batched("particles", pts, nout, body, progress, batch_size)
         positions = np.concatenate([np.asarray(p["positions"]) for p in parts], axis=1)

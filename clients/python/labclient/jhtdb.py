@@ -21,6 +21,11 @@ from labclient.dataset import RemoteDataset
 from labclient.errors import InvalidRequest
 from labclient.lab import Lab
 
+# givernylocal's placeholder for "no time series / no tracking end": getData(..., option=[-999.9, -999.9]).
+NO_OPTION = [-999.9, -999.9]
+# JHTDB's public testing token; here it means "my default access" (public, or $LABSERVICE_TOKEN).
+JHTDB_TESTING_TOKEN = "edu.jhu.pha.turbulence.testing-201406"
+
 
 @dataclass
 class TurbDataset:
@@ -53,7 +58,13 @@ def turb_dataset(
     url: str | None = None,
     lab: Lab | None = None,
 ) -> TurbDataset:
-    """Open a dataset the way givernylocal does (``url`` defaults to ``$LABSERVICE_URL``)."""
+    """Open a dataset the way givernylocal does (``url`` defaults to ``$LABSERVICE_URL``).
+
+    JHTDB's public testing token (or no token) gives the default access: ``$LABSERVICE_TOKEN`` if set,
+    else the public limits.
+    """
+    if auth_token == JHTDB_TESTING_TOKEN or not auth_token:
+        auth_token = None
     lab = lab if lab is not None else Lab(url, token=auth_token)
     out = Path(output_path)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,12 +99,18 @@ def getData(  # noqa: N802 - JHTDB's name
     points: Any,
     option: list[float] | None = None,
     return_times: bool = False,
+    trace_memory: bool = False,
+    verbose: bool = False,
 ) -> Any:
     """Values at points, one pandas DataFrame per time (JHTDB's ``getData``).
 
     ``option=[t_end, dt]`` asks for a time series from ``time`` to ``t_end``; with ``variable="position"``
     it tracks particles from ``time`` to ``t_end`` with step ``dt`` and returns the final positions.
+    givernylocal's "no option" value ``[-999.9, -999.9]`` means a single time. ``trace_memory`` and
+    ``verbose`` are accepted so that givernylocal calls run unchanged; they do nothing here.
     """
+    if option is not None and [float(v) for v in option] == NO_OPTION:
+        option = None
     ds = dataset.remote
     pts = np.asarray(points, dtype=np.float64)
     if variable == "position":
@@ -133,12 +150,18 @@ def getData(  # noqa: N802 - JHTDB's name
 
 
 def getCutout(  # noqa: N802 - JHTDB's name
-    dataset: TurbDataset, variable: str, axes_ranges: Any, strides: Any
+    dataset: TurbDataset,
+    variable: str,
+    axes_ranges: Any,
+    strides: Any,
+    trace_memory: bool = False,
+    verbose: bool = False,
 ) -> Any:
     """A cutout as an xarray Dataset with dims (zcoor, ycoor, xcoor, values), one variable per time.
 
     ``axes_ranges`` is a 4 x 2 array of [start, end] for x, y, z, t, 1-based and inclusive; ``strides``
     holds 4 steps. Variables are named ``<variable>_<tttt>`` with the 1-based time index, as in giverny.
+    ``trace_memory`` and ``verbose`` are accepted for givernylocal compatibility and do nothing.
     """
     import xarray as xr
 

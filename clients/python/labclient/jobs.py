@@ -214,8 +214,7 @@ def _json(data: bytes) -> Any:
 
 
 def _bar(total: int, desc: str) -> Any:
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # tqdm is optional
-        return None
-    return tqdm(total=total, unit="task", desc=desc)
+    from labclient.batching import tqdm_class
+
+    bar = tqdm_class()
+    return None if bar is None else bar(total=total, unit="task", desc=desc)

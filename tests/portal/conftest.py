@@ -1,0 +1,158 @@
+"""Fixture chain: demo data -> settings with jobs on (a real Dask LocalCluster) -> a real uvicorn server
+-> a token that may run jobs -> headless Chromium (Debian's, driven by Playwright) -> one page per test.
+
+A failing browser test leaves a screenshot and the page's HTML in the test output directory
+(``$LABSERVICE_TEST_OUTPUT/portal`` when set, else ``<pytest basetemp>/portal-screenshots``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from labservice.app import create_app
+from labservice.devserver import ServerThread
+from labservice.settings import Settings
+from labservice.tokens import TokenStore
+
+sys.path.insert(0, str(Path(__file__).parent))
+from portal_helpers import (  # noqa: E402
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PUBLIC_CUTOUT_BYTES,
+    PUBLIC_POINTS,
+    TOKEN_LIMITS,
+)
+
+
+@pytest.fixture(scope="session")
+def portal_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("portal")
+
+
+@pytest.fixture(scope="session")
+def portal_settings(demo_data: Path, portal_root: Path) -> Settings:
+    if not (demo_data / "isotropic64").is_dir():
+        raise RuntimeError(
+            f"the demo data is missing under {demo_data}: run `make run` once (or set LABSERVICE_DEMO_DATA)"
+        )
+    return Settings(
+        data_dir=demo_data,
+        token_db=portal_root / "tokens.sqlite",
+        scratch_url=str(portal_root / "scratch"),
+        jobs_enabled=True,
+        public_points_per_request=PUBLIC_POINTS,
+        public_max_cutout_bytes=PUBLIC_CUTOUT_BYTES,
+        public_requests_per_minute=100_000,
+        public_max_concurrent=64,
+    )
+
+
+@pytest.fixture(scope="session")
+def portal_server(portal_settings: Settings) -> Iterator[ServerThread]:
+    """The whole app with the demo datasets, and jobs on a real Dask LocalCluster started by the lifespan."""
+    with ServerThread(create_app(portal_settings)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def job_token(portal_settings: Settings) -> str:
+    """A token that may run batch jobs, with a small synchronous cutout limit."""
+    _, token = TokenStore(portal_settings.token_db_path()).create("portal-user", TOKEN_LIMITS)  # type: ignore[arg-type]
+    return token
+
+
+@pytest.fixture
+def http(portal_server: ServerThread) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=portal_server.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def iso(demo_data: Path) -> Any:
+    """isotropic64 opened in process, for reference answers."""
+    import labservice
+
+    return labservice.open_dataset(str(demo_data / "isotropic64"))
+
+
+# -- the browser ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the item, so fixtures can see whether the test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+def _output_dir(request: pytest.FixtureRequest) -> Path:
+    root = os.environ.get("LABSERVICE_TEST_OUTPUT")
+    base = (
+        Path(root) / "portal"
+        if root
+        else request.config._tmp_path_factory.getbasetemp() / "portal-screenshots"
+    )  # type: ignore[attr-defined]
+    base.mkdir(parents=True, exist_ok=True)
+    return base
+
+
+class PageProblems:
+    """Uncaught script errors and Content-Security-Policy violations seen by a page."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def on_console(self, message: Any) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.errors.append(f"CSP: {message.text}")
+
+    def on_page_error(self, error: Any) -> None:
+        self.errors.append(f"uncaught: {error}")
+
+
+@pytest.fixture
+def page(browser: Any, portal_server: ServerThread, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A fresh browser context and page on the portal; a screenshot is saved if the test fails."""
+    context = browser.new_context(
+        base_url=portal_server.url, accept_downloads=True, viewport={"width": 1280, "height": 900}
+    )
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    problems = PageProblems()
+    tab.on("console", problems.on_console)
+    tab.on("pageerror", problems.on_page_error)
+    tab.problems = problems
+    try:
+        yield tab
+    finally:
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.nodeid)
+            shot = _output_dir(request) / f"{name}.png"
+            try:
+                tab.screenshot(path=str(shot), full_page=True)
+                shot.with_suffix(".html").write_text(tab.content())
+                report.sections.append(("screenshot", str(shot)))  # printed with the failure
+            except Exception as exc:  # noqa: BLE001 - a broken page must not hide the real failure
+                report.sections.append(("screenshot", f"could not take one: {exc!r}"))
+        context.close()
+    assert not problems.errors, problems.errors
