@@ -135,6 +135,30 @@ def search(sim: Simulation, halos: pd.DataFrame, last: int) -> None:
     )
 
 
+def search_scaling(box: float, n: int = 1_000_000, radius: float = 10.0) -> None:
+    """Where the halo index pays: one synthetic snapshot of ``n`` halos (a Millennium snapshot holds ~10^7)."""
+    from labservice.datasets.haloindex import HaloIndex
+
+    rng = np.random.default_rng(2)
+    xyz = rng.uniform(0, box, (n, 3))
+    index = HaloIndex(np.zeros(n, dtype=np.int64), xyz, box)
+    centres = rng.uniform(0, box, (20, 3))
+
+    def exact(c, rows):
+        d = (xyz[rows] - c + box / 2) % box - box / 2
+        return rows[(d**2).sum(axis=1) <= radius**2]
+
+    every = np.arange(n)
+    for c in centres[:3]:
+        assert np.array_equal(exact(c, index.sphere_rows(0, c, radius)), exact(c, every))
+    t_idx = p50(lambda c: exact(c, index.sphere_rows(0, c, radius)), centres)
+    t_scan = p50(lambda c: exact(c, every), centres)
+    print(
+        f"  synthetic snapshot of {n:.0e} halos, near= r={radius:g}: index {t_idx * 1e3:.2f} ms vs scan "
+        f"{t_scan * 1e3:.1f} ms -> {t_scan / t_idx:.0f}x (the index pays once a snapshot holds ~10^4 halos)"
+    )
+
+
 def branches(sim: Simulation, roots: np.ndarray) -> None:
     def one(i):
         return branch_cutout(sim, int(i), 2.0, "r200", ["Coordinates", "ParticleIDs"], missing="skip")
@@ -216,6 +240,7 @@ def main(path: Path) -> None:
     trees(path, halos, roots)
     spheres(sim, halos, last)
     search(sim, halos, last)
+    search_scaling(sim.box)
     branches(sim, roots[:10])
     through_http(path, last, roots[:10], sim.box)
     sim.close()

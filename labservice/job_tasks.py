@@ -85,6 +85,15 @@ def source_dataset(url: str, options: dict[str, Any] | None = None) -> Any:
     )
 
 
+def _lasting(exc: BaseException | None) -> bool:
+    """Whether an error, or one it wraps, is a full, over-quota or read-only disk."""
+    while exc is not None:
+        if getattr(exc, "errno", None) in _LASTING_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def with_retries(fn: Callable[[], T], what: str, deadline: float = RETRY_SECONDS) -> T:
     """Call ``fn`` again after transient storage errors, with backoff, until ``deadline`` seconds pass."""
     start = time.monotonic()
@@ -93,7 +102,7 @@ def with_retries(fn: Callable[[], T], what: str, deadline: float = RETRY_SECONDS
         try:
             return fn()
         except (StorageUnavailable, OSError, ConnectionError, TimeoutError) as exc:
-            if getattr(exc, "errno", None) in _LASTING_ERRNOS:  # a full or read-only disk stays so
+            if _lasting(exc):  # a full or read-only disk stays so: fail now, with the reason
                 raise StorageUnavailable(f"{what} failed: {exc}") from exc
             if isinstance(exc, FileNotFoundError) or time.monotonic() - start + delay > deadline:
                 raise StorageUnavailable(

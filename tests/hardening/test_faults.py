@@ -126,7 +126,7 @@ def test_full_scratch_disk_fails_the_job_with_the_reason(tmp_path: Path, small_t
             "owner", {"kind": "cutout", "dataset": url, "variable": "velocity", "formats": ["zarr"]}
         )
         done = engine.wait(rec.id, timeout=120)
-        assert done.status == "failed"
+        assert done.status == "failed", done.error
         assert "No space left on device" in done.error or "ENOSPC" in done.error, done.error
         assert done.files == []
         leftovers = engine.scratch.list(rec.id)
