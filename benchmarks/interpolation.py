@@ -82,7 +82,8 @@ def main() -> None:
         return rss_run(path)
     t0 = time.perf_counter()
     build(path, n)
-    print(f"dataset {path}: {n}^3 x 3 float32 (ready in {time.perf_counter() - t0:.1f} s)")
+    print(f"dataset {path}: {n}^3 x 3 float32 (ready in {time.perf_counter() - t0:.1f} s); "
+          f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
     from labservice.dataset import open_dataset
     from labservice.interpolation.engine import PointEvaluator
@@ -119,7 +120,8 @@ def main() -> None:
             figures[(method, op)] = r = rate(lambda: ev(0, pts), npts)
             print(f"  {method:10s} {op:9s} {r:14,.0f}")
     r_api = rate(lambda: ds.points("velocity", pts, time=0.0, spatial="lag4"), npts)
-    print(f"  ds.points lag4 field (whole API path): {r_api:,.0f}")
+    print(f"  ds.points lag4 field (whole API path): {r_api:,.0f} ({r_api / figures[('lag4', 'field')]:.2f} of the "
+          f"bare evaluator)")
     for method in ("lag4", "lag8"):  # where the time goes: placement + sort, then the block kernels
         ev = PointEvaluator(ds.reader, "velocity", method, 0)
         out = np.empty((npts, 3, 1))
@@ -195,7 +197,8 @@ def main() -> None:
         import sys
 
         subprocess.run([sys.executable, __file__, "--rss", "--data", args.data], check=True)
-    print(f"(pid {os.getpid()}, {os.cpu_count()} cores)")
+    print(f"(pid {os.getpid()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} at the end: "
+          f"the machine is shared, so compare ratios measured in the same run)")
 
 
 if __name__ == "__main__":

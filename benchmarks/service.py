@@ -164,6 +164,7 @@ def bench_latency(
     )
     print(f"  p50 {np.percentile(lat, 50):8.1f} ms")
     print(f"  p99 {np.percentile(lat, 99):8.1f} ms   (target < 50 ms)")
+    print(f"  load average now {os.getloadavg()[0]:.2f}")
 
 
 def bench_cutout(url: str, token: str, dataset_id: str, zarr_url: str, size: int, time_value: float) -> None:
@@ -225,7 +226,8 @@ def main() -> None:
         urls = write_sample_datasets(folder, n=args.size)
         dataset_id = f"periodic{args.size}"
         urls = {dataset_id: urls[dataset_id]}
-        print(f"wrote a {args.size}^3 sample dataset in {time.perf_counter() - t0:.1f} s")
+        print(f"wrote a {args.size}^3 sample dataset in {time.perf_counter() - t0:.1f} s; load average "
+              f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (shared machine: compare ratios)")
         store = TokenStore(folder / "tokens.sqlite")
         _, token = store.create(
             "bench",

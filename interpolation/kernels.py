@@ -33,8 +33,8 @@ from labservice.interpolation.weights import (
     LAG6,
     LAG8,
     LAG_INV_DEN,
-    TRILINEAR,
     SCRATCH_ROWS,
+    TRILINEAR,
     WMAX,
     axis_weights,
     method_offset,
@@ -81,7 +81,10 @@ def _interleave(v, bits):
 @numba.njit(parallel=True, cache=True)
 def place_points(code, points, n, periodic, uniform, x0, dx, period, coords, block, nblocks, sub_bits,
                  start, u, status, keys):
-    """Place every point's stencil and give it a sort key; returns the number of points outside.
+    """Place every point's stencil per axis and give it a sort key; returns the number of points outside.
+
+    The full per-axis placement, for the box filter's node groups and for naming the axis of an
+    outside point; point evaluation needs only :func:`sort_keys`.
 
     ``start`` (N, 3) int64, ``u`` (N, 3) float64 and ``status`` (N, 3) int8 are filled per axis (x, y, z)
     as :func:`~labservice.interpolation.weights.place_axis` says. ``keys[p]`` is

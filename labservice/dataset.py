@@ -84,6 +84,7 @@ class Dataset:
         self.reader = reader
         self.meta = store.meta
         self.url = store.url
+        self._evaluators: dict[tuple[str, str, int], PointEvaluator] = {}
 
     def __repr__(self) -> str:
         return f"<Dataset {self.meta.id!r} {self.meta.grid.shape} at {self.url}>"
@@ -110,6 +111,18 @@ class Dataset:
             )
         return np.array([float(time)]), False
 
+    def evaluator(self, variable: str, spatial: str, nder: int) -> PointEvaluator:
+        """The (cached) :class:`PointEvaluator` of a variable, method and derivative order.
+
+        Building one checks the method against the grid and packs the axes for the kernels; a service
+        answering many small requests should not pay that on each of them.
+        """
+        key = (variable, spatial, int(nder))
+        ev = self._evaluators.get(key)
+        if ev is None:
+            ev = self._evaluators[key] = PointEvaluator(self.reader, variable, spatial, nder)
+        return ev
+
     def _nu(self) -> float | None:
         # "viscosity" is what the demo builder and ingest descriptors write; "nu" is the short form.
         nu = self.meta.extra.get("nu", self.meta.extra.get("viscosity"))
@@ -125,7 +138,7 @@ class Dataset:
             raise InvalidInput(f"operator {operator!r} needs a 3-component velocity; {variable!r} has {ncomp}")
         if is_derived and operator == "dissipation" and self._nu() is None:
             derived.dissipation(np.zeros((0, 3, 3)), None)
-        ev = PointEvaluator(self.reader, variable, spatial, nder)
+        ev = self.evaluator(variable, spatial, nder)
         steps, W = time_weight_matrix(self.meta.times, qtimes, temporal)
         pts = as_points(points)
         if steps.size > 1 or pts.shape[0] > ev.batch:
@@ -209,7 +222,7 @@ class Dataset:
             if not (self.meta.times[0] <= t <= self.meta.times[-1]):
                 raise OutOfDomain(f"tracking times must be in [{self.meta.times[0]:.6g}, "
                                   f"{self.meta.times[-1]:.6g}]; got {t!r}")
-        ev = PointEvaluator(self.reader, variable, spatial, 0)
+        ev = self.evaluator(variable, spatial, 0)
 
         def velocity(p: np.ndarray, t: float) -> np.ndarray:
             steps, W = time_weight_matrix(self.meta.times, [min(t, self.meta.times[-1])], temporal)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from labservice.interpolation.blocks import HALO, BlockLayout
-from labservice.interpolation.engine import PointEvaluator
+from labservice.interpolation.engine import PARALLEL_MIN, PointEvaluator
 
 from .conftest import TWO_PI, uniform_axis
 
@@ -76,3 +76,17 @@ def test_padded_boxes_cover_every_stencil_and_stop_at_walls(velocity_set):
     assert lo.tolist() == [-HALO, -HALO, 0] and hi.tolist() == [8 + HALO, 8 + HALO, 8 + HALO]
     lo, hi = lay.padded_box(lay.count - 1)
     assert lo.tolist() == [24 - HALO, 16 - HALO, 8 - HALO] and hi.tolist() == [32 + HALO, 24 + HALO, 16]
+
+
+@pytest.mark.parametrize("method,nder", [("lag4", 0), ("lag6", 1), ("lag8", 2), ("m2q8", 0)])
+def test_parallel_and_serial_kernels_agree_bit_for_bit(velocity_set, method, nder):
+    # a web request's few points take the serial kernels, a big batch the parallel ones: same numbers
+    ev = PointEvaluator(velocity_set.reader, "u", method, nder)
+    rng = np.random.default_rng(5)
+    n = PARALLEL_MIN + 3000
+    pts = np.stack([rng.uniform(-3, 9, n), rng.uniform(0, TWO_PI, n), rng.uniform(0, 1.5, n)], 1)
+    whole = ev(0, pts)
+    parts = np.concatenate([ev(0, pts[i : i + 4096]).values for i in range(0, n, 4096)])
+    assert np.array_equal(whole.values, parts)
+    assert whole.clipped.any() and np.array_equal(whole.clipped, np.concatenate(
+        [ev(0, pts[i : i + 4096]).clipped for i in range(0, n, 4096)]))
