@@ -2,7 +2,8 @@
 
 Checks: no 5xx, every response matches its documented schema, status and content type, Allow headers,
 negative data rejected. ``positive_data_acceptance`` is left out: a schema cannot say which times a given
-dataset stores, so a schema-valid time outside the stored range is rightly a 422.
+dataset stores, so a schema-valid time outside the stored range is rightly a 422. The response-time check
+is kept at a loose 60 s: on a shared 2-core test machine a full-box threshold scan takes over 10 s.
 
 Bounded for ``make test`` (``LABSERVICE_FUZZ_EXAMPLES``, default 3 examples per operation and phase).
 The long run: ``LABSERVICE_FUZZ_EXAMPLES=200 LABSERVICE_FUZZ_PHASES=examples,coverage,fuzzing,stateful``.
@@ -71,7 +72,7 @@ def test_openapi_fuzz_finds_no_5xx_and_no_schema_violation(
         ST, "--config-file", str(config), "run", f"{hard_server.url}/openapi.json",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
         "--max-examples", str(EXAMPLES), "--phases", PHASES, "--workers", "1", "--seed", "1",
-        "--request-timeout", "120", "--generation-database", "none",
+        "--request-timeout", "120", "--max-response-time", "60", "--generation-database", "none",
         "-H", f"Authorization: Bearer {job_token}",
         "--report", "har", "--report-har-path", str(har),
     ]  # fmt: skip
