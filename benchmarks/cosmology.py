@@ -10,6 +10,8 @@ DATASET_DIR defaults to /tmp/cosmo128. ``--build`` first builds the benchmark ru
 
     build_cosmo("/tmp", size=128, n_snapshots=80, z_first=3.0)
 
+which is also what ``labservice demo build --data /tmp --size 128 --only cosmo`` builds.
+
 Prints, in one run and measured against each other: p50 latencies of main-branch and all-progenitor queries
 (id ranges) next to the one-lookup-per-node pointer walk (target >= 100x); the particle sphere at 2*R200 of
 the median halo through the Morton index next to a brute-force scan of every particle (target >= 50x); the
