@@ -94,10 +94,11 @@ class SqlEngine:
         More than ``max_rows`` rows raise LimitExceeded, or with ``truncate=True`` return the first
         ``max_rows`` with ``truncated`` set.
         """
-        try:
-            statements = self._con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise InvalidInput(f"SQL does not parse: {exc}") from None
+        with self._lock:  # even parsing uses the connection, which refuses a second caller instead of waiting
+            try:
+                statements = self._con.extract_statements(sql)
+            except duckdb.Error as exc:
+                raise InvalidInput(f"SQL does not parse: {exc}") from None
         if len(statements) != 1:
             raise InvalidInput(f"send exactly one SQL statement; got {len(statements)}")
         kind = statements[0].type

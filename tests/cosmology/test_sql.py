@@ -80,3 +80,14 @@ def test_timeout_interrupts(engine):
 def test_multiple_statements_refused(engine):
     with pytest.raises(InvalidInput, match="exactly one"):
         engine.query("SELECT 1; SELECT 2")
+
+
+def test_concurrent_queries_all_answer(engine):
+    """Queries from many threads at once take turns on the one connection; none is refused as busy."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    queries = [f"SELECT count(*) AS n FROM halos WHERE snap >= {i % 5} AND mass > {i}" for i in range(400)]
+    expected = [engine.query(q).frame["n"][0] for q in queries[:5]]
+    with ThreadPoolExecutor(8) as pool:
+        counts = list(pool.map(lambda q: engine.query(q).frame["n"][0], queries))
+    assert counts[:5] == expected and len(counts) == 400
