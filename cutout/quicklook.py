@@ -104,9 +104,19 @@ def render_slice_png(
     h_in = max(2.0, w_in * 0.8 * aspect + 0.9)
     if w_in * h_in * dpi * dpi > MAX_PIXELS:
         raise LimitExceeded("the image would be too large; ask for a smaller width_px")
-    fig = Figure(figsize=(w_in, h_in), dpi=dpi, layout="constrained")
+    # Fixed margins in inches instead of constrained layout, which cost half the render time (GIL-bound:
+    # under load every slice request competes with all the others for it).
+    # Small images keep constrained layout, which fits the labels where fixed margins would not.
+    left, right, bottom, top, bar_w, gap = 0.75, 1.05, 0.55, 0.4, 0.15, 0.15
+    fixed = w_in >= 4.0
+    fig = Figure(figsize=(w_in, h_in), dpi=dpi, layout=None if fixed else "constrained")
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    if fixed:
+        plot_w, plot_h = w_in - left - right, h_in - bottom - top
+        ax = fig.add_axes((left / w_in, bottom / h_in, plot_w / w_in, plot_h / h_in))
+        cax = fig.add_axes(((left + plot_w + gap) / w_in, bottom / h_in, bar_w / w_in, plot_h / h_in))
+    else:
+        ax, cax = fig.add_subplot(), None
     if coords is None:
         im = ax.imshow(
             a, origin="lower", extent=ext, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", aspect="auto"
@@ -122,7 +132,7 @@ def render_slice_png(
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize="medium")
-    bar = fig.colorbar(im, ax=ax)
+    bar = fig.colorbar(im, cax=cax) if cax is not None else fig.colorbar(im, ax=ax)
     bar.set_label(units or "(no units)")
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

@@ -84,7 +84,9 @@ def iso(demo_data: Path) -> Any:
 
 
 # -- the browser ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop current in this thread while it runs, which would
+# break later tests that call asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
