@@ -193,6 +193,12 @@ class PointEvaluator:
 
     def _outside(self, points: np.ndarray, offset: int) -> OutOfDomain:
         """The error naming the points outside the domain (per-axis status from the full placement)."""
+        _, status = self._stencil_starts(points)
+        return _outside_error(self.meta, points, status, offset)
+
+    def _stencil_starts(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per-point, per-axis (x, y, z) stencil start nodes and wall status: the full placement, which the
+        fast path does not keep."""
         n = points.shape[0]
         start = np.empty((n, 3), dtype=np.int64)
         u = np.empty((n, 3), dtype=np.float64)
@@ -201,7 +207,7 @@ class PointEvaluator:
         lay = self.layout
         kernels.place_points(self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks, 0, start, u,
                              status, keys)
-        return _outside_error(self.meta, points, status, offset)
+        return start, status
 
     def check(self, points) -> np.ndarray:
         """Validate points and their domain without reading data; returns the (N, 3) float64 array."""
@@ -268,14 +274,7 @@ class PointEvaluator:
         ``order[edges[g]:edges[g+1]]``, whose stencils lie in the node box ``lo[g] .. hi[g] - 1``.
         """
         plan = self.place(points, offset)
-        n = points.shape[0]
-        start = np.empty((n, 3), dtype=np.int64)
-        u = np.empty((n, 3), dtype=np.float64)
-        status = np.empty((n, 3), dtype=np.int8)
-        keys = np.empty(n, dtype=np.int64)
-        lay = self.layout
-        kernels.place_points(self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks, 0, start, u,
-                             status, keys)
+        start, status = self._stencil_starts(points)
         bf = plan.block_first
         used = np.nonzero(bf[1:] > bf[:-1])[0]
         edges = np.append(bf[used], bf[-1])
