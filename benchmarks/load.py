@@ -258,11 +258,10 @@ def main() -> None:
     if args.quick:
         args.clients, args.duration = 10, 10.0
     import signal
-    import socket
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from labservice.devserver import free_ports
+
+    (port,) = free_ports(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tokens = make_tokens(work / "tokens.sqlite", args.clients)

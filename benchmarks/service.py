@@ -28,17 +28,13 @@ import numpy as np
 from labclient import Lab
 from labclient.codec import MSGPACK, pack, unpack
 from labservice import open_dataset
-from labservice.devserver import write_sample_datasets
+from labservice.devserver import free_ports, write_sample_datasets
 from labservice.limits import Limits
 from labservice.tokens import TokenStore
 
 
 def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 def start_server(urls: dict[str, str], token_db: Path) -> tuple[subprocess.Popen, str]:

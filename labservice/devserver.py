@@ -69,6 +69,23 @@ class ServerThread:
 
 
 # -- sample data -----------------------------------------------------------------------------------
+def free_ports(n: int) -> list[int]:
+    """n distinct free loopback ports, for servers started as separate processes.
+
+    All sockets stay open until every port is chosen, so no port is handed out twice.
+    """
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def _periodic_field(x: np.ndarray, y: np.ndarray, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:
     """Taylor-Green-like velocity and a pressure on a 2*pi box, growing linearly in time."""
     zz, yy, xx = np.meshgrid(z, y, x, indexing="ij")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -15,23 +14,11 @@ from typing import Any
 
 import pytest
 
+from labservice.devserver import free_ports
+
 S3_START_TIMEOUT = 90.0  # seconds; weed needs about 10 s on a quiet machine, more on a busy one
 S3_KEY = "labservice"
 S3_SECRET = "labservice-secret"
-
-
-def _free_ports(n: int) -> list[int]:
-    # Hold all sockets open until every port is chosen, so no port is handed out twice.
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _weed_binary() -> str:
@@ -48,7 +35,7 @@ class SeaweedS3:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.log_path = workdir / "weed.log"
-        master, volume, filer, s3, grpc_m, grpc_v, grpc_f, grpc_s3, metrics = _free_ports(9)
+        master, volume, filer, s3, grpc_m, grpc_v, grpc_f, grpc_s3, metrics = free_ports(9)
         self.endpoint = f"http://127.0.0.1:{s3}"
         data = workdir / "data"
         data.mkdir()

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from labclient import ConnectionFailed, InvalidRequest, Lab, LimitError, NotFoundError, RateLimitError
+from labservice.devserver import free_ports
 from labservice.limits import Limits
 
 RNG = np.random.default_rng(7)
@@ -62,11 +63,7 @@ def test_server_errors_carry_the_detail(server) -> None:
 
 
 def test_connection_failures_are_retried_then_raised() -> None:
-    import socket
-
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)  # a port nobody listens on
     lab = Lab(f"http://127.0.0.1:{port}", retries=2, backoff=0.01)
     t0 = time.monotonic()
     with pytest.raises(ConnectionFailed, match="3 attempts"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 from labclient import Lab
+from labservice.devserver import free_ports
 
 DEMOS = ("isotropic64", "channel64")
 
@@ -23,9 +23,7 @@ DEMOS = ("isotropic64", "channel64")
 def served_demo(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     missing = [d for d in DEMOS if not (demo_data / d).exists()]
     assert not missing, f"demo datasets {missing} missing under {demo_data}; run `make demo` (make test does)"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)
     env = {
         **os.environ,
         "LABSERVICE_TOKEN_DB": str(tmp_path_factory.mktemp("demo-tokens") / "t.sqlite"),

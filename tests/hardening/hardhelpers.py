@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,24 +14,11 @@ from typing import Any
 import httpx
 import numpy as np
 
+from labservice.devserver import free_ports
 from labservice.storage import create_store
 from labservice.storage.metadata import Axis, DatasetMeta, Grid, Variable
 
 TWO_PI = 2 * np.pi
-
-
-def free_ports(n: int) -> list[int]:
-    """n distinct free loopback ports (all sockets held until every port is chosen)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def build_box(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from labservice.devserver import free_ports
 from labservice.storage import create_store
 from labservice.storage.metadata import Axis, DatasetMeta, Grid, Variable
 
@@ -56,7 +57,6 @@ def build(
 
 import os  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -66,9 +66,7 @@ DASK = str(Path(sys.executable).parent / "dask")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
 
 
 class DaskProcesses:

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
+from labservice.devserver import free_ports
 from labservice.errors import StorageUnavailable
 from labservice.storage import open_store
 
 
 @pytest.mark.parametrize("path", ["ds.zarr", "ds.h5"])
 def test_unreachable_s3_endpoint(path: str) -> None:
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    (port,) = free_ports(1)  # a port nobody listens on
     options = {
         "key": "k", "secret": "s", "skip_instance_cache": True,
         "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"},
