@@ -48,14 +48,34 @@ class BlockLayout:
         self.count = int(np.prod(self.nblocks))
         self.edge_key = tuple(int(e) for e in self.edge)
         self._boxes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._tables: dict[int, np.ndarray] = {}
 
-    def sub_shift(self, bits: int) -> np.ndarray:
-        """Right shifts (x, y, z) that map a node offset inside a block to one of ``2**bits`` sub-cubes."""
-        shift = np.zeros(3, dtype=np.int64)
-        for a in range(3):
-            while (int(self.edge[a]) >> int(shift[a])) > (1 << bits):
-                shift[a] += 1
-        return shift
+    def key_table(self, bits: int) -> np.ndarray:
+        """(3, max n) int64: ``table[a, c]`` is node c's share along axis a of the sort key
+        ``block_id << 3 * bits | morton(sub-cube)``, the sub-cube being one of ``2**bits`` per block edge.
+
+        The shares occupy disjoint bits (block ids count x fastest), so a key is the sum of three
+        lookups.
+        """
+        table = self._tables.get(bits)
+        if table is None:
+            table = np.zeros((3, int(self.n.max())), dtype=np.int64)
+            stride = 1
+            for a in range(3):
+                edge = int(self.edge[a])
+                shift = 0
+                while (edge >> shift) > (1 << bits):
+                    shift += 1
+                c = np.arange(int(self.n[a]))
+                inside = (c % edge) >> shift
+                morton = np.zeros_like(c)
+                for b in range(bits):
+                    morton |= ((inside >> b) & 1) << (3 * b + a)
+                table[a, : c.size] = ((c // edge) * stride << (3 * bits)) | morton
+                stride *= int(self.nblocks[a])
+            table.flags.writeable = False
+            table = self._tables[bits] = table
+        return table
 
     def sub_bits(self, npoints: int) -> int:
         """Bits per axis of the sub-cube sort key: fine enough to keep neighbours together, but with no
@@ -91,8 +111,9 @@ class BlockLayout:
 def block_array(source, layout: BlockLayout, t: int, block_id: int, need) -> tuple[np.ndarray, np.ndarray]:
     """Values covering what one block's points need: ``(array, origin)``.
 
-    ``array`` is a read-only float64 (nz, ny, nx, nc) array (the kernels' single input type; converting
-    once here is cheaper than converting on every stencil load) and ``origin`` the global node
+    ``array`` is a read-only C-contiguous (nz, ny, nx, nc) array, float32 when stored so (the kernels
+    widen rows to float64 as they load them: half the memory traffic of float64 blocks, and faster
+    for every method) and float64 otherwise, and ``origin`` the global node
     (x, y, z) of its first element. ``need()`` returns the node box ``(lo, hi)`` (x, y, z; hi exclusive)
     of the points' stencils; it is only called when the block is not cached already. Uses the cached
     padded box when there is one, or when the request is dense enough to be worth caching; otherwise
@@ -106,7 +127,7 @@ def block_array(source, layout: BlockLayout, t: int, block_id: int, need) -> tup
     if cache is not None and store is not None:
         from labservice.storage.reader import cache_token
 
-        key = (cache_token(store), "interpolation-block-f64", variable, int(t), int(block_id),
+        key = (cache_token(store), "interpolation-block", variable, int(t), int(block_id),
                layout.edge_key, HALO)
         a = cache.get(key)
         if a is not None:
@@ -114,15 +135,16 @@ def block_array(source, layout: BlockLayout, t: int, block_id: int, need) -> tup
     need_lo, need_hi = need()
     need_nodes = float(np.prod(need_hi - need_lo))
     if key is None or need_nodes < DENSE_FRACTION * float(np.prod(hi - lo)):
-        region = _float64(source.region(variable, t, (need_lo[2], need_lo[1], need_lo[0]),
+        region = _kernel_array(source.region(variable, t, (need_lo[2], need_lo[1], need_lo[0]),
                                         (need_hi[2], need_hi[1], need_hi[0])))
         return region, need_lo
-    a = _float64(source.region(variable, t, (lo[2], lo[1], lo[0]), (hi[2], hi[1], hi[0])))
+    a = _kernel_array(source.region(variable, t, (lo[2], lo[1], lo[0]), (hi[2], hi[1], hi[0])))
     cache.put(key, a)
     return a, lo
 
 
-def _float64(a: np.ndarray) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float64)
+def _kernel_array(a: np.ndarray) -> np.ndarray:
+    # two dtypes at most, read-only like cached blocks: each distinct array type is another compile
+    a = np.ascontiguousarray(a, dtype=np.float32 if a.dtype == np.float32 else np.float64)
     a.flags.writeable = False  # one array type for the kernels (cached blocks are read-only too)
     return a

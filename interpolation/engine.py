@@ -6,7 +6,8 @@ and by the Morton index of a sub-cube inside the block, and copy them into that 
 stored time step asked for, each block with points is fetched once (:func:`blocks.block_array`: a cached
 padded block for dense requests, the stencils' bounding box otherwise, both through the storage chunk
 cache) and evaluated by a numba kernel specialised for the stencil width, which writes straight into the
-caller's order. A placement is reused for every time step of a series. Memory is bounded by the batch
+caller's order; a big block's points are split into contiguous shares, one per thread (the kernels
+release the GIL). A placement is reused for every time step of a series. Memory is bounded by the batch
 size and the block size, whatever N is.
 
 Small batches (below :data:`PARALLEL_MIN` points, e.g. one web request) run the serial kernels in the
@@ -17,6 +18,9 @@ busy.
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,6 +35,28 @@ from labservice.interpolation.weights import METHODS, AxisArrays, Method
 DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch placement arrays (~75 bytes per point)
 DEFAULT_BLOCK = 128  # target edge (in nodes) of a block; its padded box is what a kernel call reads
 PARALLEL_MIN = 32768  # points from which a batch (or a block's share of it) is worth a parallel region
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """Threads for the evaluation of big batches (the kernels release the GIL; threads cost no compile,
+    unlike a numba parallel driver per stencil width)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max(1, numba.get_num_threads() - 1), thread_name_prefix="labservice-eval")
+        return _POOL
+
+
+def _forget_pool() -> None:
+    global _POOL
+    _POOL = None  # a forked child has none of the parent's threads
+
+
+os.register_at_fork(after_in_child=_forget_pool)
 
 
 class RegionSource(Protocol):
@@ -179,17 +205,20 @@ class PointEvaluator:
         status = np.empty(n, dtype=np.int8)
         lay = self.layout
         bits = lay.sub_bits(n)
-        args = (self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks, bits, lay.sub_shift(bits),
-                keys, status)
-        if self._parallel(n):
+        args = (self.method.code, points, *self.axes.as_tuple(), lay.key_table(bits), keys, status)
+        parallel = self._parallel(n)
+        if parallel:
             outside = kernels.sort_keys(*args)
         else:
             outside = kernels.sort_keys_range(args[0], points, 0, n, *args[2:])
         if outside:
             raise self._outside(points, offset)
-        order, first = kernels.bucket_sort(keys, lay.count << (3 * bits))
-        return Placement(points, kernels.gather_rows(points, order), order, first[:: 1 << (3 * bits)].copy(),
-                         status)
+        nbuckets = lay.count << (3 * bits)
+        if parallel:
+            order, ps, first = kernels.bucket_sort_parallel(keys, points, nbuckets, numba.get_num_threads())
+        else:
+            order, ps, first = kernels.bucket_sort(keys, points, nbuckets)
+        return Placement(points, ps, order, first[:: 1 << (3 * bits)].copy(), status)
 
     def _outside(self, points: np.ndarray, offset: int) -> OutOfDomain:
         """The error naming the points outside the domain (per-axis status from the full placement)."""
@@ -203,10 +232,7 @@ class PointEvaluator:
         start = np.empty((n, 3), dtype=np.int64)
         u = np.empty((n, 3), dtype=np.float64)
         status = np.empty((n, 3), dtype=np.int8)
-        keys = np.empty(n, dtype=np.int64)
-        lay = self.layout
-        kernels.place_points(self.method.code, points, *self.axes.as_tuple(), lay.edge, lay.nblocks, 0, start, u,
-                             status, keys)
+        kernels.place_points(self.method.code, points, *self.axes.as_tuple(), start, u, status)
         return start, status
 
     def check(self, points) -> np.ndarray:
@@ -220,17 +246,23 @@ class PointEvaluator:
         """Evaluate a placed batch at stored time ``t_index`` into ``out`` (N, ncomp, nout) float64."""
         code = self.method.code
         axes = self.axes.as_tuple()
-        serial, parallel = kernels.EVALUATORS.get(self.method.width, kernels.GENERIC_EVALUATOR)
+        kernel = kernels.evaluator(self.method.width)
         ps, order = plan.sorted, plan.order
         for b, q0, q1 in plan.blocks():
             def need(q0=q0, q1=q1):
                 return kernels.stencil_box(code, ps, q0, q1, *axes)
 
             region, origin = block_array(self.source, self.layout, t_index, b, need)
-            if self._parallel(q1 - q0):
-                parallel(code, self.nder, order[q0:q1], ps[q0:q1], region, origin, *axes, out)
+            args = (order, ps, region, origin, *axes, out)
+            if self._parallel(q1 - q0):  # contiguous shares: neighbours stay on one thread
+                cuts = np.linspace(q0, q1, numba.get_num_threads() + 1).astype(np.int64)
+                shares = [_pool().submit(kernel, code, self.nder, int(a), int(z), *args)
+                          for a, z in zip(cuts[1:-1], cuts[2:])]
+                kernel(code, self.nder, q0, int(cuts[1]), *args)
+                for share in shares:
+                    share.result()
             else:
-                serial(code, self.nder, q0, q1, order, ps, region, origin, *axes, out)
+                kernel(code, self.nder, q0, q1, *args)
 
     def __call__(self, t_index: int, points, out: np.ndarray | None = None) -> Evaluation:
         """Evaluate at stored time index ``t_index``; ``out`` (N, ncomp, nout) float64 may be given."""

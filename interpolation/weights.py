@@ -522,7 +522,7 @@ def place_uniform(code, x, nn, periodic, x0, h):
     if not np.isfinite(x):
         return 0, 0.0, 2
     t = (x - x0) / h
-    if periodic:
+    if periodic and not (0.0 <= t < nn):  # wrap (skipped for the usual point inside the period)
         t = t - nn * np.floor(t / nn)
         if t >= nn:
             t = 0.0
