@@ -257,7 +257,7 @@ class PointEvaluator:
             if self._parallel(q1 - q0):  # contiguous shares: neighbours stay on one thread
                 cuts = np.linspace(q0, q1, numba.get_num_threads() + 1).astype(np.int64)
                 shares = [_pool().submit(kernel, code, self.nder, int(a), int(z), *args)
-                          for a, z in zip(cuts[1:-1], cuts[2:])]
+                          for a, z in zip(cuts[1:-1], cuts[2:], strict=True)]
                 kernel(code, self.nder, q0, int(cuts[1]), *args)
                 for share in shares:
                     share.result()
