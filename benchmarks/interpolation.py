@@ -64,7 +64,7 @@ def rss_run(path: Path) -> None:
     hwm = [ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM")]
     rss = int(hwm[0].split()[1]) / 1024**2 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"  10^7 points lag4 via ds.points: {big / dt:,.0f} points/s; peak RSS {rss:.2f} GB (target < 2 GB; "
-          f"includes 0.2 GB of cached chunks, ~0.5 GB of cached float64 padded blocks, 0.24 GB of points and 0.24 GB of results)")
+          f"includes 0.2 GB of cached chunks, ~0.25 GB of cached float32 padded blocks, 0.24 GB of points and 0.24 GB of results)")
 
 
 def main() -> None:

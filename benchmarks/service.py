@@ -7,7 +7,7 @@
 
 The server runs as a separate process (``labservice serve``), as in production. Usage::
 
-    python benchmarks/service.py [--size 128] [--points 1000000] [--duration 30] [--clients 16]
+    python benchmarks/service.py [--size 128] [--points 1000000] [--duration 30] [--clients 16 [2 ...]]
 """
 
 from __future__ import annotations
@@ -110,8 +110,14 @@ def bench_points(ds, lab: Lab, url: str, token: str, dataset_id: str, n: int, ti
     print(f"  msgpack / JSON         {t_json / t_msgpack:14.1f} x (target >= 10)")
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_latency(
-    url: str, token: str, dataset_id: str, clients: int, duration: float, time_value: float
+    url: str, token: str, dataset_id: str, clients: int, duration: float, time_value: float, server_pid: int
 ) -> None:
     rng = np.random.default_rng(1)
     bodies = [
@@ -148,10 +154,12 @@ def bench_latency(
                 latencies[i].append(dt)
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    server0, client0 = _cpu_seconds(server_pid), time.process_time()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    server_cpu, client_cpu = _cpu_seconds(server_pid) - server0, time.process_time() - client0
     lat = np.concatenate([np.asarray(x) for x in latencies]) * 1e3
     print(f"latency, 4096-point lag6 msgpack requests, {clients} concurrent clients for {duration:g} s:")
     print(
@@ -160,6 +168,12 @@ def bench_latency(
     )
     print(f"  p50 {np.percentile(lat, 50):8.1f} ms")
     print(f"  p99 {np.percentile(lat, 99):8.1f} ms   (target < 50 ms)")
+    # Little's law: closed-loop clients wait at least clients x (CPU per request) / cores
+    per_request = (server_cpu + client_cpu) / max(lat.size, 1)
+    cores = os.cpu_count() or 1
+    print(f"  CPU per request: server {server_cpu / max(lat.size, 1) * 1e3:.2f} ms + clients "
+          f"{client_cpu / max(lat.size, 1) * 1e3:.2f} ms; with {cores} cores the mean latency of {clients} "
+          f"closed-loop clients is at least {clients * per_request / cores * 1e3:.1f} ms")
     print(f"  load average now {os.getloadavg()[0]:.2f}")
 
 
@@ -212,7 +226,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="grid size of the benchmark dataset")
     parser.add_argument("--points", type=int, default=1_000_000)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of the latency run")
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=int, nargs="+", default=[16],
+                        help="concurrent clients of the latency run; several values run one after another")
     parser.add_argument("--skip", nargs="*", default=[], choices=["points", "latency", "cutout"])
     args = parser.parse_args()
 
@@ -242,7 +257,8 @@ def main() -> None:
                 if "points" not in args.skip:
                     bench_points(ds, lab, url, token, dataset_id, args.points, time_value)
             if "latency" not in args.skip:
-                bench_latency(url, token, dataset_id, args.clients, args.duration, time_value)
+                for clients in args.clients:
+                    bench_latency(url, token, dataset_id, clients, args.duration, time_value, proc.pid)
             if "cutout" not in args.skip:
                 bench_cutout(url, token, dataset_id, urls[dataset_id], args.size, time_value)
         finally:
