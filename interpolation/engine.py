@@ -246,7 +246,7 @@ class PointEvaluator:
         """Evaluate a placed batch at stored time ``t_index`` into ``out`` (N, ncomp, nout) float64."""
         code = self.method.code
         axes = self.axes.as_tuple()
-        kernel = kernels.evaluator(self.method.width)
+        kernel = kernels.EVALUATORS[self.method.width]
         ps, order = plan.sorted, plan.order
         for b, q0, q1 in plan.blocks():
             def need(q0=q0, q1=q1):

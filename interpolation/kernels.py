@@ -308,9 +308,14 @@ def _evaluate_body(W, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform
             contract(flat, base, sz, sy, w, out, p, W, nc, nder)
 
 
-# One evaluator per common stencil width, the width a compile-time constant (so the stencil loops unroll
-# and the sums vectorise), and one for the rarer widths (1, 5, 7, 9: none and fd*noint), whose sums run
-# as loops. Same arguments as _evaluate_body without W.
+# One evaluator per stencil width, the width a compile-time constant so that the stencil loops unroll
+# and the sums vectorise (a runtime width would leave contract() its loop version). Same arguments as
+# _evaluate_body without W.
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def evaluate_w1(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(1, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def evaluate_w2(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
     _evaluate_body(2, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
@@ -322,8 +327,18 @@ def evaluate_w4(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, 
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def evaluate_w5(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(5, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def evaluate_w6(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
     _evaluate_body(6, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def evaluate_w7(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(7, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -332,12 +347,9 @@ def evaluate_w8(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, 
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_any(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(method_width(code), code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period,
-                   coords, out)
+def evaluate_w9(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(9, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
-def evaluator(width: int):
-    """The evaluator of a stencil width: ``f(code, nder, q0, q1, order, ps, R, lo, *axes, out)``, which
-    releases the GIL, so threads can run it on disjoint ranges of points."""
-    return {2: evaluate_w2, 4: evaluate_w4, 6: evaluate_w6, 8: evaluate_w8}.get(width, evaluate_any)
+# stencil width -> its evaluator; each releases the GIL, so threads can run it on disjoint point ranges
+EVALUATORS = {1: evaluate_w1, 2: evaluate_w2, 4: evaluate_w4, 5: evaluate_w5, 6: evaluate_w6, 7: evaluate_w7, 8: evaluate_w8, 9: evaluate_w9}
