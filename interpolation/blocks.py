@@ -74,7 +74,7 @@ class BlockLayout:
                 table[a, : c.size] = ((c // edge) * stride << (3 * bits)) | morton
                 stride *= int(self.nblocks[a])
             table.flags.writeable = False
-            table = self._tables[bits] = table
+            self._tables[bits] = table
         return table
 
     def sub_bits(self, npoints: int) -> int:
@@ -144,7 +144,7 @@ def block_array(source, layout: BlockLayout, t: int, block_id: int, need) -> tup
 
 
 def _kernel_array(a: np.ndarray) -> np.ndarray:
-    # two dtypes at most, read-only like cached blocks: each distinct array type is another compile
+    # Two array types at most, both read-only like cached blocks: each distinct type is another compile.
     a = np.ascontiguousarray(a, dtype=np.float32 if a.dtype == np.float32 else np.float64)
-    a.flags.writeable = False  # one array type for the kernels (cached blocks are read-only too)
+    a.flags.writeable = False
     return a

@@ -8,15 +8,15 @@ A request runs in three passes over each batch of points:
 2. :func:`bucket_sort`: a counting sort on those keys (one histogram pass and one scatter, which
    copies the points into that order, so the evaluation reads them sequentially): neighbouring points
    are evaluated together and each block's points are one contiguous range.
-3. The evaluation of one block (float32 as stored, or float64), serially by ``EVALUATORS[width]`` or by
-   :func:`evaluate_parallel` over tasks of consecutive sorted points: each point's weights come in
-   closed form, the stencil rows of the point a few places ahead are prefetched, and
+3. The evaluation of one block (float32 as stored, or float64) by ``EVALUATORS[width]`` over a range of
+   sorted points (the engine gives a big block's threads contiguous ranges): each point's weights come
+   in closed form, the stencil rows of the point a few places ahead are prefetched, and
    :func:`~labservice.interpolation.simd.contract` does the tensor-product sums as vector
    multiply-adds, writing straight into the caller's order.
 
 Each evaluator is compiled for one stencil width with the width as a constant, so the stencil loops
-unroll. All components are evaluated together, with float64 accumulation. No fastmath: serial and
-parallel paths, and every block decomposition, give bit-identical results.
+unroll. All components are evaluated together, with float64 accumulation. No fastmath: every split of
+the points between threads and blocks gives bit-identical results.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ from labservice.interpolation.weights import (
     place_uniform,
 )
 
-TASK = 1024  # sorted points per parallel task: neighbours stay on one thread, scratch is per task
+TASK = 1024  # points per parallel task of the placement kernels
 AHEAD = 8  # the evaluation prefetches the stencil rows of the point this many places ahead
 
 
