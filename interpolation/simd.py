@@ -12,8 +12,9 @@ numba leaves LLVM's SLP vectoriser off, so written as loops these sums run one e
 :func:`contract` emits them as fully unrolled vector multiply-adds over whole rows (``<W*nc x double>``,
 split by LLVM into the machine's registers, float32 rows widened on load), with the factors and the x
 contraction unrolled too. The summation order is fixed, so results do not depend on how points are
-split between threads. When ``W``, ``nc`` or ``nder`` is not a compile-time constant, or a row is wider
-than :data:`MAX_ROW`, the same sums run as plain loops.
+split between threads. When ``W``, ``nc`` or ``nder`` is not a compile-time constant (the kernels make
+them constants for 1 and 3 components), or a row is wider than :data:`MAX_ROW`, the same sums run as
+plain loops.
 """
 
 from __future__ import annotations
