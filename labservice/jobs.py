@@ -52,6 +52,7 @@ DAY = 86400.0
 MIB = 1 << 20
 MAX_SERIES = 100_000  # times in one points series, positions kept per particle (as for synchronous requests)
 MAX_JOB_STEPS = 10_000_000  # integration steps of one particles job
+RETRY_DRAIN_SECONDS = 120.0  # a resumed job waits this long at most for the killed attempt's tasks
 
 # -- requests --------------------------------------------------------------------------------------
 
@@ -718,6 +719,10 @@ class JobEngine:
                 self.registry.progress(job_id, done)
         if self.registry.get(job_id).status != "running":  # type: ignore[union-attr]
             return
+        if rec.attempts > 0:  # counted before this attempt's start()
+            # Tasks of the killed attempt may still run on the workers (their client died, not the calls);
+            # wait them out so none writes a shard or a part record after finalize and the clean-up.
+            self._drain(job_id, timeout=RETRY_DRAIN_SECONDS)
         fin = self.client.submit(
             finalize,
             final_spec,
