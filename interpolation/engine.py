@@ -5,9 +5,9 @@ The flow per batch of points (:class:`Placement`): give every point a wall statu
 and by the Morton index of a sub-cube inside the block, and copy them into that order. Then, for each
 stored time step asked for, each block with points is fetched once (:func:`blocks.block_array`: a cached
 padded block for dense requests, the stencils' bounding box otherwise, both through the storage chunk
-cache) and evaluated by a numba kernel specialised for the stencil width, which writes straight into the
-caller's order; a big block's points are split into contiguous shares, one per thread (the kernels
-release the GIL). A placement is reused for every time step of a series. Memory is bounded by the batch
+cache) and evaluated by a numba kernel specialised for the stencil width, which writes in evaluation
+order; one pass then moves the values to the caller's order. A big block's points are split into
+contiguous shares, one per thread (the kernels release the GIL). A placement is reused for every time step of a series. Memory is bounded by the batch
 size and the block size, whatever N is.
 
 Small batches (below :data:`PARALLEL_MIN` points, e.g. one web request) run the serial kernels in the
@@ -18,6 +18,7 @@ busy.
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -32,7 +33,7 @@ from labservice.interpolation import kernels
 from labservice.interpolation.blocks import BlockLayout, block_array
 from labservice.interpolation.weights import METHODS, AxisArrays, Method
 
-DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch placement arrays (~75 bytes per point)
+DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch placement and evaluation-order arrays
 DEFAULT_BLOCK = 128  # target edge (in nodes) of a block; its padded box is what a kernel call reads
 PARALLEL_MIN = 32768  # points from which a batch (or a block's share of it) is worth a parallel region
 
@@ -244,25 +245,42 @@ class PointEvaluator:
 
     def evaluate(self, plan: Placement, t_index: int, out: np.ndarray) -> None:
         """Evaluate a placed batch at stored time ``t_index`` into ``out`` (N, ncomp, nout) float64."""
+        values = np.empty_like(out)
+        self.evaluate_sorted(plan, t_index, values)
+        self.unsort(plan, values, out)
+
+    def evaluate_sorted(self, plan: Placement, t_index: int, values: np.ndarray) -> None:
+        """Like :meth:`evaluate`, but ``values[q]`` is the value at ``plan.sorted[q]`` (evaluation order)."""
         code = self.method.code
         axes = self.axes.as_tuple()
         kernel = kernels.EVALUATORS[self.method.width]
-        ps, order = plan.sorted, plan.order
+        ps = plan.sorted
         for b, q0, q1 in plan.blocks():
             def need(q0=q0, q1=q1):
                 return kernels.stencil_box(code, ps, q0, q1, *axes)
 
             region, origin = block_array(self.source, self.layout, t_index, b, need)
-            args = (order, ps, region, origin, *axes, out)
-            if self._parallel(q1 - q0):  # contiguous shares: neighbours stay on one thread
-                cuts = np.linspace(q0, q1, numba.get_num_threads() + 1).astype(np.int64)
-                shares = [_pool().submit(kernel, code, self.nder, int(a), int(z), *args)
-                          for a, z in zip(cuts[1:-1], cuts[2:], strict=True)]
-                kernel(code, self.nder, q0, int(cuts[1]), *args)
-                for share in shares:
-                    share.result()
-            else:
-                kernel(code, self.nder, q0, q1, *args)
+            args = (ps, region, origin, *axes, values)
+            self._shares(q0, q1, lambda a, z, args=args: kernel(code, self.nder, a, z, *args))
+
+    def unsort(self, plan: Placement, values: np.ndarray, out: np.ndarray) -> None:
+        """Move evaluation-order ``values`` to the caller's order in ``out`` (same shape, C-contiguous)."""
+        if not out.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous (N, ncomp, nout) float64 array")
+        src, dst = values.reshape(values.shape[0], -1), out.reshape(out.shape[0], -1)
+        self._shares(0, values.shape[0], lambda a, z: kernels.unsort(plan.order, src, dst, a, z))
+
+    def _shares(self, q0: int, q1: int, run) -> None:
+        """``run(a, z)`` over ``q0 .. q1``, in contiguous shares on the thread pool when big (the kernels
+        release the GIL; contiguous, so neighbouring points stay on one thread)."""
+        if not self._parallel(q1 - q0):
+            run(q0, q1)
+            return
+        cuts = np.linspace(q0, q1, numba.get_num_threads() + 1).astype(np.int64)
+        shares = [_pool().submit(run, int(a), int(z)) for a, z in zip(cuts[1:-1], cuts[2:], strict=True)]
+        run(q0, int(cuts[1]))
+        for share in shares:
+            share.result()
 
     def __call__(self, t_index: int, points, out: np.ndarray | None = None) -> Evaluation:
         """Evaluate at stored time index ``t_index``; ``out`` (N, ncomp, nout) float64 may be given."""
@@ -293,10 +311,14 @@ class PointEvaluator:
             j = min(n, i + self.batch)
             plan = self.place(p[i:j], offset=i)
             clipped[i:j] = plan.clipped
+            values = tmp[: j - i]
+            src = values.reshape(j - i, -1)
             for k, step in enumerate(steps):
-                self.evaluate(plan, int(step), tmp[: j - i])
+                self.evaluate_sorted(plan, int(step), values)
                 for r in np.nonzero(weights[:, k])[0]:
-                    out[r, i:j] += weights[r, k] * tmp[: j - i]
+                    dst, wk = out[r, i:j].reshape(j - i, -1), float(weights[r, k])
+                    add = functools.partial(kernels.unsort_add, plan.order, src, wk, dst)
+                    self._shares(0, j - i, add)
         return Evaluation(out, clipped)
 
     def groups(self, points: np.ndarray, offset: int = 0):

@@ -12,7 +12,9 @@ A request runs in three passes over each batch of points:
    sorted points (the engine gives a big block's threads contiguous ranges): each point's weights come
    in closed form, the stencil rows of the point a few places ahead are prefetched, and
    :func:`~labservice.interpolation.simd.contract` does the tensor-product sums as vector
-   multiply-adds, writing straight into the caller's order.
+   multiply-adds, writing in the sorted order (sequential stores).
+4. :func:`unsort` moves the results back to the caller's order: one tight pass of scattered stores
+   (made inside the evaluation loop, the same stores cost several times more).
 
 Each evaluator is compiled for one stencil width with the width as a constant, so the stencil loops
 unroll. All components are evaluated together, with float64 accumulation. No fastmath: every split of
@@ -193,6 +195,26 @@ def bucket_sort_parallel(keys, points, nbuckets, nchunks):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def unsort(order, src, dst, q0, q1):
+    """``dst[order[q]] = src[q]`` for q in ``q0 .. q1 - 1`` (rows of 2-D arrays)."""
+    m = src.shape[1]
+    for q in range(q0, q1):
+        p = order[q]
+        for c in range(m):
+            dst[p, c] = src[q, c]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def unsort_add(order, src, weight, dst, q0, q1):
+    """``dst[order[q]] += weight * src[q]`` for q in ``q0 .. q1 - 1`` (rows of 2-D arrays)."""
+    m = src.shape[1]
+    for q in range(q0, q1):
+        p = order[q]
+        for c in range(m):
+            dst[p, c] += weight * src[q, c]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def stencil_box(code, ps, q0, q1, n, periodic, uniform, x0, dx, period, coords):
     """Bounding box ``(lo, hi)`` (x, y, z; hi exclusive) of the stencils of the points ``ps[q0:q1]``."""
     W = method_width(code)
@@ -216,8 +238,8 @@ def stencil_box(code, ps, q0, q1, n, periodic, uniform, x0, dx, period, coords):
 
 
 @numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _evaluate_body(W, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    """Evaluate the sorted points ``ps[q0:q1]`` on block R (first node ``lo``) into ``out[order[q]]``.
+def _evaluate_body(W, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    """Evaluate the sorted points ``ps[q0:q1]`` on block R (first node ``lo``) into ``out[q0:q1]``.
 
     ``W`` is the stencil width; each caller passes it as a constant so that the stencil loops unroll.
     The loop body calls only scalar functions (weights per node come back as tuples) and indexes arrays
@@ -288,67 +310,66 @@ def _evaluate_body(W, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform
             else:
                 axis_weights(code, a, x, nder, n, periodic, uniform, x0, dx, period, coords, w[a], sc)
         base = (st[2] - lo[2]) * sz + (st[1] - lo[1]) * sy + (st[0] - lo[0]) * nc
-        p = order[q]
         # nc and nder as literals per branch: each call unrolls into vector multiply-adds over whole rows
         if nc == 3:
             if nder == 0:
-                contract(flat, base, sz, sy, w, out, p, W, 3, 0)
+                contract(flat, base, sz, sy, w, out, q, W, 3, 0)
             elif nder == 1:
-                contract(flat, base, sz, sy, w, out, p, W, 3, 1)
+                contract(flat, base, sz, sy, w, out, q, W, 3, 1)
             else:
-                contract(flat, base, sz, sy, w, out, p, W, 3, 2)
+                contract(flat, base, sz, sy, w, out, q, W, 3, 2)
         elif nc == 1:
             if nder == 0:
-                contract(flat, base, sz, sy, w, out, p, W, 1, 0)
+                contract(flat, base, sz, sy, w, out, q, W, 1, 0)
             elif nder == 1:
-                contract(flat, base, sz, sy, w, out, p, W, 1, 1)
+                contract(flat, base, sz, sy, w, out, q, W, 1, 1)
             else:
-                contract(flat, base, sz, sy, w, out, p, W, 1, 2)
+                contract(flat, base, sz, sy, w, out, q, W, 1, 2)
         else:
-            contract(flat, base, sz, sy, w, out, p, W, nc, nder)
+            contract(flat, base, sz, sy, w, out, q, W, nc, nder)
 
 
 # One evaluator per stencil width, the width a compile-time constant so that the stencil loops unroll
 # and the sums vectorise (a runtime width would leave contract() its loop version). Same arguments as
 # _evaluate_body without W.
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w1(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(1, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w1(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(1, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w2(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(2, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w2(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(2, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w4(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(4, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w4(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(4, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w5(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(5, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w5(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(5, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w6(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(6, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w6(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(6, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w7(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(7, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w7(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(7, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w8(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(8, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w8(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(8, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w9(code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(9, code, nder, q0, q1, order, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w9(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(9, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 # stencil width -> its evaluator; each releases the GIL, so threads can run it on disjoint point ranges
