@@ -215,10 +215,11 @@ class PointEvaluator:
         if outside:
             raise self._outside(points, offset)
         nbuckets = lay.count << (3 * bits)
+        order, ps = np.empty(n, dtype=np.int64), np.empty((n, 3))
         if parallel:
-            order, ps, first = kernels.bucket_sort_parallel(keys, points, nbuckets, numba.get_num_threads())
+            first = kernels.bucket_sort_parallel(keys, points, nbuckets, numba.get_num_threads(), order, ps)
         else:
-            order, ps, first = kernels.bucket_sort(keys, points, nbuckets)
+            first = kernels.bucket_sort(keys, points, nbuckets, order, ps)
         return Placement(points, ps, order, first[:: 1 << (3 * bits)].copy(), status)
 
     def _outside(self, points: np.ndarray, offset: int) -> OutOfDomain:

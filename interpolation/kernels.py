@@ -153,23 +153,22 @@ def _scatter(keys, points, q0, q1, pos, order, ps):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def bucket_sort(keys, points, nbuckets):
-    """Stable counting sort of the points by small integer keys: ``(order, sorted, first)``, where
-    ``sorted[q] == points[order[q]]`` and bucket k holds ``order[first[k]:first[k + 1]]``."""
+def bucket_sort(keys, points, nbuckets, order, ps):
+    """Stable counting sort of the points by small integer keys into ``order`` (N,) and ``ps`` (N, 3):
+    ``ps[q] == points[order[q]]``; returns ``first``: bucket k holds ``order[first[k]:first[k + 1]]``.
+    (The caller allocates the big arrays: numpy asks for huge pages, numba's allocator does not.)"""
     npts = keys.shape[0]
     first = np.zeros(nbuckets + 1, dtype=np.int64)
     for p in range(npts):
         first[keys[p] + 1] += 1
     for k in range(nbuckets):
         first[k + 1] += first[k]
-    order = np.empty(npts, dtype=np.int64)
-    ps = np.empty((npts, 3))
     _scatter(keys, points, 0, npts, first[:-1].copy(), order, ps)
-    return order, ps, first
+    return first
 
 
 @numba.njit(parallel=True, cache=True)
-def bucket_sort_parallel(keys, points, nbuckets, nchunks):
+def bucket_sort_parallel(keys, points, nbuckets, nchunks, order, ps):
     """:func:`bucket_sort` in ``nchunks`` parallel chunks of points (a histogram each, then a scatter
     each into its own places of every bucket: still stable)."""
     npts = keys.shape[0]
@@ -187,11 +186,9 @@ def bucket_sort_parallel(keys, points, nbuckets, nchunks):
             pos[c, k] = running
             running += count
     first[nbuckets] = running
-    order = np.empty(npts, dtype=np.int64)
-    ps = np.empty((npts, 3))
     for c in numba.prange(nchunks):
         _scatter(keys, points, c * step, min(npts, (c + 1) * step), pos[c], order, ps)
-    return order, ps, first
+    return first
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")

@@ -41,6 +41,7 @@ _MAX_DIMS = 8
 # Bodies and answers smaller than this are encoded on the event loop; bigger ones in a worker thread,
 # so that one large JSON request does not stall everybody else's small ones.
 _INLINE_BYTES = 256 << 10
+_VIEW_BYTES = 64 << 10  # arrays from this size go out as views of their own memory, not copies
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -56,7 +57,7 @@ def wants_msgpack(request: Request) -> bool:
 
 
 # -- requests --------------------------------------------------------------------------------------
-async def read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int) -> bytes | memoryview:
     """Read the raw body, refusing (413) anything over ``max_bytes`` before it is all in memory."""
     declared = request.headers.get("content-length")
     too_big = LimitExceeded(
@@ -65,6 +66,9 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     )
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise too_big
+    msgpack_body = is_msgpack(request.headers.get("content-type"))
+    if msgpack_body and declared is not None and declared.isdigit() and int(declared) >= _INLINE_BYTES:
+        return await _read_into_buffer(request, int(declared))  # json.loads takes no buffer: bytes below
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():
@@ -73,6 +77,21 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             raise too_big
         parts.append(part)
     return b"".join(parts)
+
+
+async def _read_into_buffer(request: Request, size: int) -> memoryview:
+    """Read a body of known size into one numpy buffer (numpy asks the kernel for huge pages; joining
+    bytes objects costs a page fault per 4 kB, ~17 ms for 24 MB on this kind of VM)."""
+    buf = np.empty(size, dtype=np.uint8)
+    pos = 0
+    async for part in request.stream():
+        if pos + len(part) > size:
+            raise InvalidInput(f"the request body is longer than its Content-Length of {size} bytes")
+        buf[pos : pos + len(part)] = np.frombuffer(part, dtype=np.uint8)
+        pos += len(part)
+    if pos != size:
+        raise InvalidInput(f"the request body ended after {pos} of its {size} bytes (Content-Length)")
+    return memoryview(buf)
 
 
 def _array_from_msgpack(obj: dict[str, Any]) -> np.ndarray:
@@ -109,7 +128,7 @@ def _object_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def decode_body(raw: bytes, content_type: str | None) -> dict[str, Any]:
+def decode_body(raw: bytes | memoryview, content_type: str | None) -> dict[str, Any]:
     """Parse a JSON or msgpack body into a dict (msgpack arrays become numpy arrays)."""
     if not raw:
         raise InvalidInput("the request body is empty; send a JSON or msgpack object")
@@ -222,15 +241,65 @@ def _to_json_tree(obj: Any) -> Any:
     return obj
 
 
+def pack_pieces(payload: dict[str, Any]) -> list[bytes | memoryview]:
+    """msgpack of ``payload`` (arrays as {dtype, shape, data}) as consecutive pieces whose concatenation is
+    exactly ``msgpack.packb``'s output; each big array's data is a piece of its own, a view, not a copy
+    (msgpack copies a bin into a growing buffer: ~40 ms for 24 MB, twice what one plain copy costs)."""
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    pieces: list[bytes | memoryview] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            packer.pack_map_header(len(obj))
+            for key, value in obj.items():
+                packer.pack(key)
+                walk(value)
+        elif isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+            packer.pack_array_header(len(obj))
+            for value in obj:
+                walk(value)
+        elif isinstance(obj, memoryview) and obj.nbytes >= _VIEW_BYTES:
+            # bin 32 header, then the bytes themselves
+            pieces.append(packer.bytes() + b"\xc6" + obj.nbytes.to_bytes(4, "big"))
+            packer.reset()
+            pieces.append(obj)
+        else:
+            packer.pack(obj)
+
+    walk(_to_msgpack_tree(payload))
+    pieces.append(packer.bytes())
+    return pieces
+
+
 def pack(payload: dict[str, Any]) -> bytes:
     """Encode a payload as msgpack with arrays as {dtype, shape, data}."""
-    return msgpack.packb(_to_msgpack_tree(payload), use_bin_type=True)
+    return b"".join(pack_pieces(payload))
+
+
+class PiecesResponse(Response):
+    """A response whose body is sent as the given pieces, in order, without joining them."""
+
+    def __init__(self, pieces: list[bytes | memoryview], status_code: int = 200, media_type: str = MSGPACK):
+        super().__init__(b"", status_code=status_code, media_type=media_type)
+        self.pieces = pieces
+        self.headers["content-length"] = str(sum(memoryview(p).nbytes for p in pieces))
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        pieces = [] if scope.get("method") == "HEAD" else [p for p in self.pieces if len(p)]
+        for i, piece in enumerate(pieces):
+            await send({"type": "http.response.body", "body": piece, "more_body": i < len(pieces) - 1})
+        if not pieces:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def encode(payload: dict[str, Any], msgpack_wanted: bool, status_code: int = 200) -> Response:
     """A msgpack or JSON response holding ``payload``."""
     if msgpack_wanted:
-        return Response(pack(payload), status_code=status_code, media_type=MSGPACK)
+        pieces = pack_pieces(payload)
+        if len(pieces) == 1:
+            return Response(pieces[0], status_code=status_code, media_type=MSGPACK)
+        return PiecesResponse(pieces, status_code=status_code)
     body = json.dumps(_to_json_tree(payload), separators=(",", ":"), allow_nan=False).encode()
     return Response(body, status_code=status_code, media_type=JSON)
 

@@ -22,7 +22,7 @@ from starlette.responses import Response
 
 from labservice.datasets.branch import branch_nodes, branch_upper_bytes, node_cutout, write_branch_hdf5
 from labservice.datasets.simulation import MAX_LIMIT, Simulation, SimulationRegistry
-from labservice.encoding import JSON, MSGPACK, encode, openapi_body, parse_request
+from labservice.encoding import JSON, MSGPACK, encode, openapi_body, pack, parse_request
 from labservice.errors import InvalidInput, LimitExceeded, NotFound, unknown
 from labservice.limits import Caller, check_cutout_bytes
 from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings, get_simulations
@@ -274,7 +274,7 @@ def _cutout_bytes(data: dict[str, Any], fmt: str, sim: Simulation) -> bytes:
     arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray) and k != "centre"}
     scalars = {k: v for k, v in data.items() if k not in arrays}
     if fmt == "msgpack":
-        return encode({**data, "count": int(data["Offsets"].shape[0])}, True).body
+        return pack({**data, "count": int(data["Offsets"].shape[0])})
     sink = io.BytesIO()
     if fmt == "npz":
         np.savez(sink, **arrays, centre=data["centre"])
@@ -362,7 +362,7 @@ def _check_branch_bytes(nbytes: int, n_nodes: int, cap: int, hint: str) -> None:
 def _branch_bytes(info: dict[str, Any], nodes: list[dict[str, Any]], fmt: str, sim: Simulation) -> bytes:
     if fmt == "msgpack":
         count = int(sum(n["Offsets"].shape[0] for n in nodes))
-        return encode({**info, "count": count, "nodes": nodes}, True).body
+        return pack({**info, "count": count, "nodes": nodes})
     sink = io.BytesIO()
     write_branch_hdf5(sink, info, sim.info, nodes)
     return sink.getvalue()

@@ -73,6 +73,35 @@ def test_msgpack_and_json_give_identical_numbers(http: httpx.Client) -> None:
     np.testing.assert_array_equal(a, b)
 
 
+def test_big_msgpack_answer_sent_in_pieces_equals_json(http: httpx.Client, big_token: str) -> None:
+    # 8,000 points x 3 components x 3 derivatives = 576 kB of values: past the size sent as a view
+    pts = np.random.default_rng(7).uniform(0, 2 * np.pi, size=(8_000, 3))
+    body = {"variable": "velocity", "time": 0.1, "points": pts, "spatial": "lag4", "operator": "gradient"}
+    auth = {"Authorization": f"Bearer {big_token}"}
+    binary = http.post(
+        "/datasets/periodic16/points",
+        content=_mp(body),
+        headers={**auth, "Content-Type": "application/msgpack", "Accept": "application/msgpack"},
+    )
+    text = http.post("/datasets/periodic16/points", json={**body, "points": pts.tolist()}, headers=auth)
+    assert binary.status_code == 200 and text.status_code == 200, (binary.text, text.text)
+    assert int(binary.headers["content-length"]) == len(binary.content)
+    got = _unmp(binary.content)
+    assert got["values"].shape == (8_000, 3, 3) and got["clipped"].shape == (8_000,)
+    np.testing.assert_array_equal(got["values"], np.asarray(text.json()["values"]))
+    assert got["components"] == text.json()["components"]
+
+
+def test_pieces_concatenate_to_msgpack_packb() -> None:
+    from labservice.encoding import _to_msgpack_tree, pack, pack_pieces
+
+    big = np.arange(30_000.0).reshape(10_000, 3)
+    payload = {"values": big, "nested": [{"a": big[:, 0]}, {"b": [1, 2.5, "x"]}], "n": 3, "empty": np.zeros(0)}
+    pieces = pack_pieces(payload)
+    assert any(isinstance(p, memoryview) for p in pieces)  # the big arrays are not copied
+    assert pack(payload) == msgpack.packb(_to_msgpack_tree(payload), use_bin_type=True)
+
+
 def test_time_series_has_leading_time_axis(http: httpx.Client) -> None:
     pts = np.array([[0.3, 1.0, 2.0], [4.0, 5.0, 6.0]])
     r = _post_msgpack(

@@ -9,6 +9,7 @@ import msgpack
 import numpy as np
 
 MSGPACK = "application/msgpack"
+_VIEW_BYTES = 64 << 10  # arrays from this size skip msgpack's buffer
 
 
 def _encode_tree(obj: Any) -> Any:
@@ -37,8 +38,27 @@ def _decode_array(obj: dict[str, Any]) -> Any:
 
 
 def pack(payload: dict[str, Any]) -> bytes:
-    """Encode a request body."""
-    return msgpack.packb(_encode_tree(payload), use_bin_type=True)
+    """Encode a request body: ``msgpack.packb``'s bytes, with each big array copied once, straight into
+    place (msgpack copies bins into a growing buffer, twice as slow for millions of points)."""
+    packer = msgpack.Packer(use_bin_type=True, autoreset=False)
+    pieces: list[bytes | memoryview] = []
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, dict):
+            packer.pack_map_header(len(obj))
+            for key, value in obj.items():
+                packer.pack(key)
+                walk(value)
+        elif isinstance(obj, memoryview) and obj.nbytes >= _VIEW_BYTES:
+            pieces.append(packer.bytes() + b"\xc6" + obj.nbytes.to_bytes(4, "big"))  # bin 32 header
+            packer.reset()
+            pieces.append(obj)
+        else:
+            packer.pack(obj)
+
+    walk(_encode_tree(payload))
+    pieces.append(packer.bytes())
+    return b"".join(pieces)
 
 
 def unpack(data: bytes) -> Any:
