@@ -96,7 +96,12 @@ def test_pieces_concatenate_to_msgpack_packb() -> None:
     from labservice.encoding import _to_msgpack_tree, pack, pack_pieces
 
     big = np.arange(30_000.0).reshape(10_000, 3)
-    payload = {"values": big, "nested": [{"a": big[:, 0]}, {"b": [1, 2.5, "x"]}], "n": 3, "empty": np.zeros(0)}
+    payload = {
+        "values": big,
+        "nested": [{"a": big[:, 0]}, {"b": [1, 2.5, "x"]}],
+        "n": 3,
+        "empty": np.zeros(0),
+    }
     pieces = pack_pieces(payload)
     assert any(isinstance(p, memoryview) for p in pieces)  # the big arrays are not copied
     assert pack(payload) == msgpack.packb(_to_msgpack_tree(payload), use_bin_type=True)
