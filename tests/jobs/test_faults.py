@@ -111,7 +111,8 @@ def test_service_killed_mid_job_resumes_after_restart(
         rec = engine.wait(job_id, timeout=240)
         assert rec.attempts == 2
         assert zarr_sum(rec) == clean_sum
-        assert not any(n.startswith((".parts", ".work")) for n in engine.scratch.list(job_id))
+        left = [n for n in engine.scratch.list(job_id) if n.startswith((".parts", ".work"))]
+        assert not left, f"working entries left in the finished job's scratch: {left}"
     finally:
         engine.stop()
 
