@@ -7,8 +7,8 @@ stored time step asked for, each block with points is fetched once (:func:`block
 padded block for dense requests, the stencils' bounding box otherwise, both through the storage chunk
 cache) and evaluated by a numba kernel specialised for the stencil width, which writes in evaluation
 order; one pass then moves the values to the caller's order. A big block's points are split into
-contiguous shares, one per thread (the kernels release the GIL). A placement is reused for every time step of a series. Memory is bounded by the batch
-size and the block size, whatever N is.
+contiguous shares, one per thread (the kernels release the GIL). A placement is reused for every time
+step of a series. Memory is bounded by the batch size and the block size, whatever N is.
 
 Small batches (below :data:`PARALLEL_MIN` points, e.g. one web request) run the serial kernels in the
 calling thread, with the GIL released: a parallel region needs every worker thread scheduled at once,
