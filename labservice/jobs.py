@@ -9,7 +9,8 @@ counts finished tasks into the registry and commits the result; the task functio
 Life of a job: ``queued`` (registered, nothing submitted) -> ``running`` (tasks submitted) -> ``done`` (every
 part committed, manifest written) or ``failed`` (error text kept) or ``cancelled``; a ``done`` job becomes
 ``expired`` when its time-to-live passes and its files are deleted. On :meth:`JobEngine.start` every job
-still queued or running is resubmitted; committed parts are skipped, so the job resumes where it was.
+still queued or running is resubmitted; committed parts are skipped, so the job resumes where it was, and
+a job whose manifest was written before the crash is recorded done without running again.
 
 Work splits by Morton range: cutout shards are ordered by the Morton key of their shard index and cut into
 contiguous runs, points by the Morton key of their grid cell. On a multi-node cluster where workers sit
@@ -680,6 +681,8 @@ class JobEngine:
         rec = self.registry.get(job_id)
         if rec is None or rec.status not in ACTIVE:
             return
+        if self._finish_from_manifest(job_id):
+            return
         fn, specs, finalize, final_spec = self._plan(rec)
         if not self.registry.start(job_id, total=len(specs)):
             self.scratch.delete(job_id)  # cancelled while planning: drop the skeleton just made
@@ -723,6 +726,8 @@ class JobEngine:
             # Tasks of the killed attempt may still run on the workers (their client died, not the calls);
             # wait them out so none writes a shard or a part record after finalize and the clean-up.
             self._drain(job_id, timeout=RETRY_DRAIN_SECONDS)
+            if self._finish_from_manifest(job_id):  # the killed attempt's finalize got there first
+                return
         fin = self.client.submit(
             finalize,
             final_spec,
@@ -738,13 +743,26 @@ class JobEngine:
             return
         if fin.status == "cancelled":
             return
-        files = fin.result()
+        self._finish(job_id, fin.result())
+
+    def _finish(self, job_id: str, files: list[dict[str, Any]]) -> None:
+        # Clean up before the job is recorded done, so a done job never shows working entries. A crash
+        # in between is resumed by _finish_from_manifest: the manifest is the finalizer's last write.
+        self.scratch.delete(job_id, tasks.PARTS)
+        self.scratch.delete(job_id, tasks.WORK)
         nbytes = sum(f["size"] for f in files)
         if not self.registry.finish(job_id, files, nbytes, time.time() + self.ttl):
             self.scratch.delete(job_id)  # cancelled while finishing: leave nothing behind
-            return
-        self.scratch.delete(job_id, tasks.PARTS)
-        self.scratch.delete(job_id, tasks.WORK)
+
+    def _finish_from_manifest(self, job_id: str) -> bool:
+        """Record a job done whose finalizer already wrote the manifest (an attempt died after it)."""
+        if not self.scratch.exists(job_id, tasks.MANIFEST):
+            return False
+        manifest = json.loads(self.scratch.read_bytes(job_id, tasks.MANIFEST))
+        entry = self.scratch.checksum(job_id, tasks.MANIFEST).to_dict() | {"format": "json"}
+        log.info("job %s: finalized by an earlier attempt, recording it done", job_id)
+        self._finish(job_id, [*manifest["files"], entry])
+        return True
 
     def _next_batch(self, completed: Any) -> list[Any] | None:
         """Futures finished so far (waiting for at least one), or None when the engine is stopping."""

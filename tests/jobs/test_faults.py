@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -115,6 +116,32 @@ def test_service_killed_mid_job_resumes_after_restart(
         assert not left, f"working entries left in the finished job's scratch: {left}"
     finally:
         engine.stop()
+
+
+def test_job_finalized_before_a_crash_is_recorded_done_without_rerunning(
+    dask_processes, synthetic_url, tmp_path, helpers
+):
+    # The service died after the finalizer wrote the manifest and the clean-up ran, before the registry
+    # said done: the restart must record it done from the manifest, not run the job again.
+    req = request(synthetic_url) | {"variables": ["pressure"], "time_indices": [0, 1], "formats": ["hdf5"]}
+    engine = helpers.make_engine(tmp_path, scheduler=dask_processes.address).start()
+    try:
+        first = engine.wait(engine.submit("tokF", req).id, timeout=120)
+    finally:
+        engine.stop()
+    assert first.status == "done" and first.attempts == 1, first.error
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as db:
+        db.execute("UPDATE jobs SET status='running', files='[]' WHERE id=?", (first.id,))
+    assert JobRegistry(tmp_path / "jobs.sqlite").get(first.id).status == "running"
+    engine = helpers.make_engine(tmp_path, scheduler=dask_processes.address).start()
+    try:
+        again = engine.wait(first.id, timeout=60)
+        names = engine.scratch.list(first.id)
+    finally:
+        engine.stop()
+    assert again.status == "done" and again.attempts == 1  # no new attempt ran a task
+    assert again.files == first.files
+    assert names == ["cutout.h5", "cutout.xdmf", "manifest.json"]
 
 
 def test_cancel_on_the_cluster_stops_workers_within_seconds(cluster_engine, synthetic_url, helpers):
