@@ -69,10 +69,7 @@ def _vector_contract(typingctx, flat, base, sz, sy, w, out, p, W, NC, NDER):
         i32, i64, dbl = ir.IntType(32), ir.IntType(64), ir.DoubleType()
         elem = context.get_data_type(sig.args[0].dtype)
         vec = ir.VectorType(dbl, m)
-        fma_v = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                               f"llvm.fmuladd.v{m}f64")
-        fma_s = cgutils.get_or_insert_function(builder.module, ir.FunctionType(dbl, [dbl, dbl, dbl]),
-                                               "llvm.fmuladd.f64")
+        undef_m = ir.Constant(vec, ir.Undefined)
         w_shape = cgutils.unpack_tuple(builder, w_ary.shape, 3)
         w_strides = cgutils.unpack_tuple(builder, w_ary.strides, 3)
         loaded = {}
@@ -85,35 +82,64 @@ def _vector_contract(typingctx, flat, base, sz, sy, w, out, p, W, NC, NDER):
                 loaded[axis, d, j] = builder.load(ptr)
             return loaded[axis, d, j]
 
-        undef = ir.Constant(vec, ir.Undefined)
-        splat_mask = ir.Constant(ir.VectorType(i32, m), [0] * m)
-        sums = [ir.Constant(vec, [0.0] * m) for _ in outputs]
+        splats = {}
+
+        def splat(axis, d, j, n):
+            """The weight broadcast to an n-vector."""
+            if (axis, d, j, n) not in splats:
+                vt = ir.VectorType(dbl, n)
+                one = builder.insert_element(ir.Constant(vt, ir.Undefined), weight(axis, d, j), ir.Constant(i32, 0))
+                splats[axis, d, j, n] = builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
+                                                               ir.Constant(ir.VectorType(i32, n), [0] * n))
+            return splats[axis, d, j, n]
+
+        def madd(a, b, acc, n):
+            """a * b + acc, or a * b when acc is None (the first term)."""
+            if acc is None:
+                return builder.fmul(a, b)
+            return builder.call(fma(n), [a, b, acc])
+
+        fmas = {}
+
+        def fma(n):
+            if n not in fmas:
+                vt = ir.VectorType(dbl, n)
+                fmas[n] = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt, vt, vt]),
+                                                         f"llvm.fmuladd.v{n}f64")
+            return fmas[n]
+
+        dys = sorted({dy for _, dy, _ in outputs})
+        sums = [None] * len(outputs)
         align = sig.args[0].dtype.bitwidth // 8
         for kz in range(width):
             zoff = builder.add(base_v, builder.mul(sz_v, ir.Constant(i64, kz)))
+            part = dict.fromkeys(dys)  # sum over ky of wy[dy][ky] * row(kz, ky), per y derivative order
             for ky in range(width):
                 off = builder.add(zoff, builder.mul(sy_v, ir.Constant(i64, ky)))
                 ptr = builder.bitcast(builder.gep(data, [off]), ir.VectorType(elem, m).as_pointer())
                 row = builder.load(ptr, align=align)
                 if elem != dbl:
                     row = builder.fpext(row, vec)
-                for o, (dz, dy, _) in enumerate(outputs):
-                    f = builder.fmul(weight(2, dz, kz), weight(1, dy, ky))
-                    fv = builder.shuffle_vector(builder.insert_element(undef, f, ir.Constant(i32, 0)), undef,
-                                                splat_mask)
-                    sums[o] = builder.call(fma_v, [fv, row, sums[o]])
+                for dy in dys:
+                    part[dy] = madd(splat(1, dy, ky, m), row, part[dy], m)
+            for o, (dz, dy, _) in enumerate(outputs):
+                sums[o] = madd(splat(2, dz, kz, m), part[dy], sums[o], m)
         out_shape = cgutils.unpack_tuple(builder, out_ary.shape, 3)
         out_strides = cgutils.unpack_tuple(builder, out_ary.strides, 3)
         for o, (_, _, dx) in enumerate(outputs):
+            # all components at once: x node kx is the slice [kx * nc, (kx + 1) * nc) of the row sums;
+            # even and odd nodes in two chains, then added (half the dependent multiply-adds)
+            chains = [None, None]
+            for kx in range(width):
+                piece = builder.shuffle_vector(sums[o], undef_m,
+                                               ir.Constant(ir.VectorType(i32, nc), list(range(kx * nc, kx * nc + nc))))
+                chains[kx % 2] = madd(splat(0, dx, kx, nc), piece, chains[kx % 2], nc)
+            total = chains[0] if chains[1] is None else builder.fadd(chains[0], chains[1])
             for comp in range(nc):
-                s = ir.Constant(dbl, 0.0)
-                for kx in range(width):
-                    v = builder.extract_element(sums[o], ir.Constant(i32, kx * nc + comp))
-                    s = builder.call(fma_s, [weight(0, dx, kx), v, s])
                 ptr = cgutils.get_item_pointer2(context, builder, out_ary.data, out_shape, out_strides,
                                                 sig.args[5].layout,
                                                 [p_v, ir.Constant(i64, comp), ir.Constant(i64, o)])
-                builder.store(s, ptr)
+                builder.store(builder.extract_element(total, ir.Constant(i32, comp)), ptr)
         return context.get_dummy_value()
 
     return types.none(flat, base, sz, sy, w, out, p, W, NC, NDER), codegen
