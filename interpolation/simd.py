@@ -5,13 +5,16 @@ Every spatial method gives, per point and axis, weight vectors ``w[axis, derivat
 one weight per axis with the stored value. Rows along x hold ``W * nc`` contiguous values (x, then
 components), so per output the sum is
 
-    acc = sum_{kz, ky} (wz[kz] * wy[ky]) * row(kz, ky)          (a vector of W * nc sums)
+    plane(kz) = sum_{ky} wy[ky] * row(kz, ky)                     (a vector of W * nc sums)
+    acc = sum_{kz} wz[kz] * plane(kz)
     out[comp] = sum_{kx} wx[kx] * acc[kx * nc + comp]
 
 numba leaves LLVM's SLP vectoriser off, so written as loops these sums run one element at a time.
 :func:`contract` emits them as fully unrolled vector multiply-adds over whole rows (``<W*nc x double>``,
-split by LLVM into the machine's registers, float32 rows widened on load), with the factors and the x
-contraction unrolled too. The summation order is fixed, so results do not depend on how points are
+split by LLVM into the machine's registers, float32 rows widened on load); the x sum takes all
+components at once, even and odd nodes in two chains. Planes are shared by the outputs with the same
+y derivative order (a Hessian needs 3 per z plane, not 6), and the chains of dependent multiply-adds
+are W long instead of W^2. The summation order is fixed, so results do not depend on how points are
 split between threads. When ``W``, ``nc`` or ``nder`` is not a compile-time constant (the kernels make
 them constants for 1 and 3 components), or a row is wider than :data:`MAX_ROW`, the same sums run as
 plain loops.
