@@ -15,7 +15,12 @@ split by LLVM into the machine's registers, float32 rows widened on load); the x
 components at once, even and odd nodes in two chains. Planes are shared by the outputs with the same
 y derivative order (a Hessian needs 3 per z plane, not 6), and the chains of dependent multiply-adds
 are W long instead of W^2. The summation order is fixed, so results do not depend on how points are
-split between threads. When ``W``, ``nc`` or ``nder`` is not a compile-time constant (the kernels make
+split between threads.
+
+numba's on-disk cache keys a kernel on its own file only: after editing this file, delete the cached
+kernels (``interpolation/__pycache__/*.nb[ic]``), or the old sums stay compiled into kernels.py's cache.
+
+When ``W``, ``nc`` or ``nder`` is not a compile-time constant (the kernels make
 them constants for 1 and 3 components), or a row is wider than :data:`MAX_ROW`, the same sums run as
 plain loops.
 """
