@@ -1,8 +1,8 @@
 """Evaluate a spatial method at N points of stored time steps, reading each needed block once.
 
-The flow per batch of points (:class:`Placement`): give every point a wall status and a sort key
-(:func:`kernels.sort_keys`), reject points outside non-periodic axes, counting-sort the points by block
-and by the Morton index of a sub-cube inside the block, and copy them into that order. Then, for each
+The flow per batch of points (:class:`Placement`): place every point once, giving it a wall status, a
+sort key and a placement record (:func:`kernels.sort_keys`), reject points outside non-periodic axes,
+counting-sort the records by block and by the Morton index of a sub-cube inside the block. Then, for each
 stored time step asked for, each block with points is fetched once (:func:`blocks.block_array`: a cached
 padded block for dense requests, the stencils' bounding box otherwise, both through the storage chunk
 cache) and evaluated by a numba kernel specialised for the stencil width, which writes in evaluation
@@ -36,6 +36,7 @@ from labservice.interpolation.weights import METHODS, AxisArrays, Method
 DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch placement and evaluation-order arrays
 DEFAULT_BLOCK = 128  # target edge (in nodes) of a block; its padded box is what a kernel call reads
 PARALLEL_MIN = 32768  # points from which a batch (or a block's share of it) is worth a parallel region
+RECORD = 4  # float64 words per point of a placement record (kernels.sort_keys_range)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -73,16 +74,23 @@ class RegionSource(Protocol):
 class Placement:
     """One batch of points sorted by block: everything but the data.
 
-    ``sorted`` holds the points in evaluation order: ``sorted[q] == points[order[q]]``. Block ``b`` holds
-    the sorted points ``block_first[b]:block_first[b + 1]``, neighbours next to each other. ``status``
-    (N,) int8 is 0 (interior) or 1 (stencil shifted one-sided at a non-periodic wall) per point.
+    ``records`` (N, 4) float64 holds each point's placement (stencil starts, ``u`` per axis, wall flags;
+    see :func:`kernels.sort_keys_range`) in evaluation order: ``records[q]`` belongs to
+    ``points[order[q]]``. Block ``b`` holds the sorted points ``block_first[b]:block_first[b + 1]``,
+    neighbours next to each other. ``status`` (N,) int8 is 0 (interior) or 1 (stencil shifted one-sided
+    at a non-periodic wall) per point, in the caller's order.
     """
 
     points: np.ndarray
-    sorted: np.ndarray
+    records: np.ndarray
     order: np.ndarray
     block_first: np.ndarray
     status: np.ndarray
+
+    @property
+    def record_bits(self) -> np.ndarray:
+        """The records as int64 (the packed starts and flags are integers)."""
+        return self.records.view(np.int64)
 
     @property
     def clipped(self) -> np.ndarray:
@@ -91,7 +99,7 @@ class Placement:
 
     def blocks(self):
         """``(block_id, first, stop)`` of every block holding points: its sorted points are
-        ``sorted[first:stop]``."""
+        ``records[first:stop]``."""
         bf = self.block_first
         for b in np.nonzero(bf[1:] > bf[:-1])[0]:
             yield int(b), int(bf[b]), int(bf[b + 1])
@@ -127,6 +135,11 @@ def check_method(meta, method: Method, nder: int) -> None:
             raise InvalidInput(
                 f"spatial method {method.name!r} needs uniform axes but axis {name} is stretched; "
                 f"use lag{method.width} instead"
+            )
+        if axis.size > kernels.MAX_AXIS_NODES:
+            raise InvalidInput(
+                f"axis {name} has {axis.size} nodes; point queries support axes of up to "
+                f"{kernels.MAX_AXIS_NODES:,} nodes (read such a grid with cutouts)"
             )
         if axis.size < method.width:
             raise InvalidInput(
@@ -204,9 +217,11 @@ class PointEvaluator:
         n = points.shape[0]
         keys = np.empty(n, dtype=np.int64)
         status = np.empty(n, dtype=np.int8)
+        records = np.empty((n, RECORD))
         lay = self.layout
         bits = lay.sub_bits(n)
-        args = (self.method.code, points, *self.axes.as_tuple(), lay.key_table(bits), keys, status)
+        args = (self.method.code, points, *self.axes.as_tuple(), lay.key_table(bits), keys, status, records,
+                records.view(np.int64))
         parallel = self._parallel(n)
         if parallel:
             outside = kernels.sort_keys(*args)
@@ -215,12 +230,13 @@ class PointEvaluator:
         if outside:
             raise self._outside(points, offset)
         nbuckets = lay.count << (3 * bits)
-        order, ps = np.empty(n, dtype=np.int64), np.empty((n, 3))
+        order, ordered = np.empty(n, dtype=np.int64), np.empty((n, RECORD))
+        bits_in, bits_out = records.view(np.int64), ordered.view(np.int64)  # moved as integers: bit-exact
         if parallel:
-            first = kernels.bucket_sort_parallel(keys, points, nbuckets, numba.get_num_threads(), order, ps)
+            first = kernels.bucket_sort_parallel(keys, bits_in, nbuckets, numba.get_num_threads(), order, bits_out)
         else:
-            first = kernels.bucket_sort(keys, points, nbuckets, order, ps)
-        return Placement(points, ps, order, first[:: 1 << (3 * bits)].copy(), status)
+            first = kernels.bucket_sort(keys, bits_in, nbuckets, order, bits_out)
+        return Placement(points, ordered, order, first[:: 1 << (3 * bits)].copy(), status)
 
     def _outside(self, points: np.ndarray, offset: int) -> OutOfDomain:
         """The error naming the points outside the domain (per-axis status from the full placement)."""
@@ -251,17 +267,18 @@ class PointEvaluator:
         self.unsort(plan, values, out)
 
     def evaluate_sorted(self, plan: Placement, t_index: int, values: np.ndarray) -> None:
-        """Like :meth:`evaluate`, but ``values[q]`` is the value at ``plan.sorted[q]`` (evaluation order)."""
+        """Like :meth:`evaluate`, but ``values[q]`` is the value at ``points[plan.order[q]]`` (evaluation
+        order)."""
         code = self.method.code
         axes = self.axes.as_tuple()
         kernel = kernels.EVALUATORS[self.method.width]
-        ps = plan.sorted
+        rec, reci = plan.records, plan.record_bits
         for b, q0, q1 in plan.blocks():
             def need(q0=q0, q1=q1):
-                return kernels.stencil_box(code, ps, q0, q1, *axes)
+                return kernels.stencil_box(code, reci, q0, q1)
 
             region, origin = block_array(self.source, self.layout, t_index, b, need)
-            args = (ps, region, origin, *axes, values)
+            args = (rec, reci, region, origin, *axes, values)
             self._shares(q0, q1, lambda a, z, args=args: kernel(code, self.nder, a, z, *args))
 
     def unsort(self, plan: Placement, values: np.ndarray, out: np.ndarray) -> None:
@@ -335,9 +352,9 @@ class PointEvaluator:
         edges = np.append(bf[used], bf[-1])
         lo = np.empty((used.size, 3), dtype=np.int64)
         hi = np.empty((used.size, 3), dtype=np.int64)
-        axes = self.axes.as_tuple()
+        reci = plan.record_bits
         for g, b in enumerate(used):
-            lo[g], hi[g] = kernels.stencil_box(self.method.code, plan.sorted, bf[b], bf[b + 1], *axes)
+            lo[g], hi[g] = kernels.stencil_box(self.method.code, reci, bf[b], bf[b + 1])
         return start, status, plan.order, edges, lo, hi
 
 

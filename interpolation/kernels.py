@@ -1,16 +1,17 @@
 """numba kernels of the point engine: placement, bucket sort, and tensor-product evaluation per block.
 
-A request runs in three passes over each batch of points:
+A request runs in four passes over each batch of points:
 
-1. :func:`sort_keys` (parallel for big batches): per point a wall status and a sort key: the block
-   holding the stencil's base node, then the Morton index of a small sub-cube of that block (looked up
-   per axis in a table, no divisions).
+1. :func:`sort_keys` (parallel for big batches) places every point, once: a wall status, a sort key
+   (the block holding the stencil's base node, then the Morton index of a small sub-cube of that block,
+   looked up per axis in a table) and a placement record (stencil starts, ``u`` per axis, wall flags).
 2. :func:`bucket_sort`: a counting sort on those keys (one histogram pass and one scatter, which
-   copies the points into that order, so the evaluation reads them sequentially): neighbouring points
+   copies the records into that order, so the evaluation reads them sequentially): neighbouring points
    are evaluated together and each block's points are one contiguous range.
 3. The evaluation of one block (float32 as stored, or float64) by ``EVALUATORS[width]`` over a range of
-   sorted points (the engine gives a big block's threads contiguous ranges): each point's weights come
-   in closed form, the stencil rows of the point a few places ahead are prefetched, and
+   sorted records (the engine gives a big block's threads contiguous ranges): each point's weights come
+   in closed form from its record (every time step of a series reuses it), the stencil rows of the
+   point a few places ahead are prefetched, and
    :func:`~labservice.interpolation.simd.contract` does the tensor-product sums as vector
    multiply-adds, writing in the sorted order (sequential stores).
 4. :func:`unsort` moves the results back to the caller's order: one tight pass of scattered stores
@@ -22,6 +23,8 @@ the points between threads and blocks gives bit-identical results.
 """
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
@@ -48,6 +51,10 @@ from labservice.interpolation.weights import (
 )
 
 TASK = 1024  # points per parallel task of the placement kernels
+# Placement records pack three stencil starts in one int64, 21 bits each: axes of up to MAX_AXIS_NODES.
+START_BIAS = 16  # starts run from -4 (a periodic stencil before node 0) to n - 1
+START_MASK = (1 << 21) - 1
+MAX_AXIS_NODES = START_MASK - START_BIAS
 AHEAD = 8  # the evaluation prefetches the stencil rows of the point this many places ahead
 
 
@@ -95,29 +102,68 @@ def place_points(code, points, n, periodic, uniform, x0, dx, period, coords, sta
                 status[p, a] = st
 
 
+@numba.njit(cache=True, inline="always")
+def keeps_u(code, uniform_axis):
+    """Whether the evaluation weights an axis from ``u`` (closed forms on a uniform axis) rather than from
+    the coordinate itself (stretched axes, and ``fd4lag4``, go through ``axis_weights``)."""
+    return uniform_axis != 0 and code != FD4LAG4
+
+
+@numba.njit(cache=True, inline="always")
+def record_starts(reci, q):
+    """Unpack the stencil starts (x, y, z) of record ``q`` (see :func:`sort_keys_range`)."""
+    v = reci[q, 3]
+    return (v & START_MASK) - START_BIAS, ((v >> 21) & START_MASK) - START_BIAS, (v >> 42) - START_BIAS
+
+
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def sort_keys_range(code, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, table, keys, status):
-    """Sort keys and wall status of the points ``q0 .. q1 - 1``; returns how many lie outside.
+def sort_keys_range(code, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, table, keys, status, rec,
+                    reci):
+    """Sort keys, wall status and placement records of the points ``q0 .. q1 - 1``; returns how many lie
+    outside.
 
     ``keys[p]`` is ``table[0, cx] + table[1, cy] + table[2, cz]`` for the stencil's base node (cx, cy,
     cz): :meth:`~labservice.interpolation.blocks.BlockLayout.key_table` puts the block id and the Morton
     index of a sub-cube of the block in disjoint bits. ``status[p]`` is the worst axis status: 0
     interior, 1 stencil shifted at a wall, 2 outside the domain or not finite (key 0).
+
+    The placement is kept for the evaluation, so each point is placed once per request: ``rec`` (N, 4)
+    float64 and ``reci``, an int64 view of the same memory. ``rec[p, a]`` is ``u`` on axes the kernels
+    weight from it (:func:`keeps_u`; ``u >= 0`` there, and a set sign bit says the stencil was shifted at
+    a wall), else the coordinate. ``reci[p, 3]`` packs the three stencil starts, 21 bits each (offset by
+    :data:`START_BIAS`; unpacked by :func:`record_starts`), hence :data:`MAX_AXIS_NODES`.
     """
     off = method_offset(code)
     bad = 0
     for p in range(q0, q1):
         key = 0
         worst = 0
+        sx = sy = sz = 0
+        c0 = c1 = c2 = 0.0
         for a in range(3):
             x = points[p, a]
             if uniform[a]:  # (an inlined helper returning either placement was 7x slower)
-                s, _, st = place_uniform(code, x, n[a], periodic[a], x0[a], dx[a])
+                s, uu, st = place_uniform(code, x, n[a], periodic[a], x0[a], dx[a])
             else:  # binary search over the coordinates (general path)
                 _, _, s, st = place(code, a, x, n, periodic, uniform, x0, dx, period, coords)
+                uu = 0.0
             if st > worst:
                 worst = st
             key += table[a, max(s + off, 0)]  # in [0, n) (wrapped periodic index, or inside a wall)
+            c = x
+            if keeps_u(code, uniform[a]):
+                c = -uu if st == 1 else uu  # (-0.0 too has its sign bit set)
+            if a == 0:
+                sx, c0 = s, c
+            elif a == 1:
+                sy, c1 = s, c
+            else:
+                sz, c2 = s, c
+        # stores last: numba's arrays may alias, so a store between the reads above forces reloads
+        rec[p, 0] = c0
+        rec[p, 1] = c1
+        rec[p, 2] = c2
+        reci[p, 3] = (sx + START_BIAS) | ((sy + START_BIAS) << 21) | ((sz + START_BIAS) << 42)
         status[p] = worst
         if worst == 2:
             bad += 1
@@ -128,34 +174,41 @@ def sort_keys_range(code, points, q0, q1, n, periodic, uniform, x0, dx, period, 
 
 
 @numba.njit(parallel=True, cache=True)
-def sort_keys(code, points, n, periodic, uniform, x0, dx, period, coords, table, keys, status):
+def sort_keys(code, points, n, periodic, uniform, x0, dx, period, coords, table, keys, status, rec, reci):
     """:func:`sort_keys_range` over all points, in parallel tasks; returns how many lie outside."""
     npts = points.shape[0]
     ntasks = (npts + TASK - 1) // TASK
     bad = np.zeros(ntasks, dtype=np.int64)
     for b in numba.prange(ntasks):
         bad[b] = sort_keys_range(code, points, b * TASK, min(npts, (b + 1) * TASK), n, periodic, uniform, x0, dx,
-                                 period, coords, table, keys, status)
+                                 period, coords, table, keys, status, rec, reci)
     return bad.sum()
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _scatter(keys, points, q0, q1, pos, order, ps):
-    """Move the points ``q0 .. q1 - 1`` to their places: ``pos[k]`` is the next free place of bucket k."""
+def _scatter(keys, records, q0, q1, pos, order, out):
+    """Move the records ``q0 .. q1 - 1`` to their places: ``pos[k]`` is the next free place of bucket k."""
+    m = records.shape[1]
     for p in range(q0, q1):
         k = keys[p]
         i = pos[k]
         pos[k] = i + 1
         order[i] = p
-        ps[i, 0] = points[p, 0]
-        ps[i, 1] = points[p, 1]
-        ps[i, 2] = points[p, 2]
+        if m == 4:  # the placement record: the copy unrolled
+            out[i, 0] = records[p, 0]
+            out[i, 1] = records[p, 1]
+            out[i, 2] = records[p, 2]
+            out[i, 3] = records[p, 3]
+        else:
+            for c in range(m):
+                out[i, c] = records[p, c]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def bucket_sort(keys, points, nbuckets, order, ps):
-    """Stable counting sort of the points by small integer keys into ``order`` (N,) and ``ps`` (N, 3):
-    ``ps[q] == points[order[q]]``; returns ``first``: bucket k holds ``order[first[k]:first[k + 1]]``.
+def bucket_sort(keys, records, nbuckets, order, out):
+    """Stable counting sort of per-point records (N, m) by small integer keys into ``order`` (N,) and
+    ``out`` (N, m): ``out[q] == records[order[q]]``; returns ``first``: bucket k holds
+    ``order[first[k]:first[k + 1]]``.
     (The caller allocates the big arrays: numpy asks for huge pages, numba's allocator does not.)"""
     npts = keys.shape[0]
     first = np.zeros(nbuckets + 1, dtype=np.int64)
@@ -163,12 +216,12 @@ def bucket_sort(keys, points, nbuckets, order, ps):
         first[keys[p] + 1] += 1
     for k in range(nbuckets):
         first[k + 1] += first[k]
-    _scatter(keys, points, 0, npts, first[:-1].copy(), order, ps)
+    _scatter(keys, records, 0, npts, first[:-1].copy(), order, out)
     return first
 
 
 @numba.njit(parallel=True, cache=True)
-def bucket_sort_parallel(keys, points, nbuckets, nchunks, order, ps):
+def bucket_sort_parallel(keys, records, nbuckets, nchunks, order, out):
     """:func:`bucket_sort` in ``nchunks`` parallel chunks of points (a histogram each, then a scatter
     each into its own places of every bucket: still stable)."""
     npts = keys.shape[0]
@@ -187,7 +240,7 @@ def bucket_sort_parallel(keys, points, nbuckets, nchunks, order, ps):
             running += count
     first[nbuckets] = running
     for c in numba.prange(nchunks):
-        _scatter(keys, points, c * step, min(npts, (c + 1) * step), pos[c], order, ps)
+        _scatter(keys, records, c * step, min(npts, (c + 1) * step), pos[c], order, out)
     return first
 
 
@@ -212,31 +265,27 @@ def unsort_add(order, src, weight, dst, q0, q1):
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def stencil_box(code, ps, q0, q1, n, periodic, uniform, x0, dx, period, coords):
-    """Bounding box ``(lo, hi)`` (x, y, z; hi exclusive) of the stencils of the points ``ps[q0:q1]``."""
+def stencil_box(code, reci, q0, q1):
+    """Bounding box ``(lo, hi)`` (x, y, z; hi exclusive) of the stencils of the sorted records
+    ``q0 .. q1 - 1`` (``reci``: the int64 view of a placement record array)."""
     W = method_width(code)
-    lo = np.empty(3, dtype=np.int64)
-    hi = np.empty(3, dtype=np.int64)
-    for a in range(3):
-        lo[a] = n[a] * 4
-        hi[a] = -n[a] * 4
+    lo = np.full(3, np.iinfo(np.int64).max, dtype=np.int64)
+    hi = np.full(3, np.iinfo(np.int64).min, dtype=np.int64)
     for q in range(q0, q1):
-        for a in range(3):
-            x = ps[q, a]
-            if uniform[a]:
-                s, _, _ = place_uniform(code, x, n[a], periodic[a], x0[a], dx[a])
-            else:
-                _, _, s, _ = place(code, a, x, n, periodic, uniform, x0, dx, period, coords)
-            if s < lo[a]:
-                lo[a] = s
-            if s + W > hi[a]:
-                hi[a] = s + W
+        sx, sy, sz = record_starts(reci, q)
+        lo[0] = min(lo[0], sx)
+        lo[1] = min(lo[1], sy)
+        lo[2] = min(lo[2], sz)
+        hi[0] = max(hi[0], sx + W)
+        hi[1] = max(hi[1], sy + W)
+        hi[2] = max(hi[2], sz + W)
     return lo, hi
 
 
 @numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
-def _evaluate_body(W, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    """Evaluate the sorted points ``ps[q0:q1]`` on block R (first node ``lo``) into ``out[q0:q1]``.
+def _evaluate_body(W, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    """Evaluate the sorted placement records ``q0 .. q1 - 1`` (``rec`` and its int64 view ``reci``, see
+    :func:`sort_keys_range`) on block R (first node ``lo``) into ``out[q0:q1]``.
 
     ``W`` is the stencil width; each caller passes it as a constant so that the stencil loops unroll.
     The loop body calls only scalar functions (weights per node come back as tuples) and indexes arrays
@@ -253,36 +302,27 @@ def _evaluate_body(W, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, d
     fast = np.empty(3, dtype=np.bool_)
     inv_h = np.empty(3)
     for a in range(3):
-        fast[a] = uniform[a] != 0 and code != FD4LAG4
+        fast[a] = keeps_u(code, uniform[a])
         inv_h[a] = 1.0 / dx[a]
     lagrange = code == TRILINEAR or code == LAG4 or code == LAG6 or code == LAG8
     inv_den = np.empty(W)
     for j in range(W):
         inv_den[j] = LAG_INV_DEN[W, j]
-    ahead = uniform[0] != 0 and uniform[1] != 0 and uniform[2] != 0  # placement is cheap: prefetch
     last = W * nc - 1  # last element of a stencil row
-    off = method_offset(code)
-    dims = (nx, ny, nz)
-    strides = (nc, sy, sz)
     for q in range(q0, q1):
-        if ahead and q + AHEAD < q1:  # approximate placement (no wrap or snap): a hint only
-            b = 0
-            for a in range(3):
-                i = int((ps[q + AHEAD, a] - x0[a]) * inv_h[a]) - off - lo[a]
-                b += min(max(i, 0), dims[a] - W) * strides[a]
+        if q + AHEAD < q1:  # the stencil rows of a point ahead, from its kept placement
+            ax, ay, az = record_starts(reci, q + AHEAD)
+            b = (az - lo[2]) * sz + (ay - lo[1]) * sy + (ax - lo[0]) * nc
             for kz in range(W):
                 for ky in range(W):
                     r = b + kz * sz + ky * sy
                     prefetch(flat, r)
                     prefetch(flat, r + last)
+        st[0], st[1], st[2] = record_starts(reci, q)
         for a in range(3):
-            x = ps[q, a]
-            if uniform[a]:
-                s, uu, status = place_uniform(code, x, n[a], periodic[a], x0[a], dx[a])
-            else:
-                _, _, s, status = place(code, a, x, n, periodic, uniform, x0, dx, period, coords)
-                uu = 0.0
-            st[a] = s
+            x = rec[q, a]  # u, or the coordinate itself (see keeps_u)
+            status = 1 if math.copysign(1.0, x) < 0.0 else 0  # on u axes: shifted at a wall
+            uu = abs(x)
             if fast[a] and nder == 0 and lagrange and status == 0:
                 # the common case in O(W): prefix and suffix products of (u - k), constant denominators
                 pre = 1.0
@@ -331,55 +371,55 @@ def _evaluate_body(W, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, d
 # _evaluate_body without W. The Lagrange field of each width also gets the method and the derivative
 # order as constants: LLVM then drops the per-point method tests (about 10 % of the loop's time).
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w1(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(1, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w1(code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(1, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w2(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+def evaluate_w2(code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
     if code == TRILINEAR and nder == 0:  # the common case, with the method a constant too
-        _evaluate_body(2, TRILINEAR, 0, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+        _evaluate_body(2, TRILINEAR, 0, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
     else:
-        _evaluate_body(2, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+        _evaluate_body(2, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w4(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+def evaluate_w4(code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
     if code == LAG4 and nder == 0:  # the common case, with the method a constant too
-        _evaluate_body(4, LAG4, 0, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+        _evaluate_body(4, LAG4, 0, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
     else:
-        _evaluate_body(4, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+        _evaluate_body(4, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w5(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(5, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w5(code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(5, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w6(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+def evaluate_w6(code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
     if code == LAG6 and nder == 0:  # the common case, with the method a constant too
-        _evaluate_body(6, LAG6, 0, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+        _evaluate_body(6, LAG6, 0, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
     else:
-        _evaluate_body(6, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+        _evaluate_body(6, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w7(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(7, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w7(code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(7, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w8(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+def evaluate_w8(code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
     if code == LAG8 and nder == 0:  # the common case, with the method a constant too
-        _evaluate_body(8, LAG8, 0, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+        _evaluate_body(8, LAG8, 0, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
     else:
-        _evaluate_body(8, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+        _evaluate_body(8, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def evaluate_w9(code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
-    _evaluate_body(9, code, nder, q0, q1, ps, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
+def evaluate_w9(code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out):
+    _evaluate_body(9, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform, x0, dx, period, coords, out)
 
 
 # stencil width -> its evaluator; each releases the GIL, so threads can run it on disjoint point ranges
