@@ -29,14 +29,13 @@ import numba
 import numpy as np
 
 from labservice.errors import InvalidInput, OutOfDomain, unknown
-from labservice.interpolation import kernels
+from labservice.interpolation import kernels, workspace
 from labservice.interpolation.blocks import BlockLayout, block_array
 from labservice.interpolation.weights import METHODS, AxisArrays, Method
 
 DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch placement and evaluation-order arrays
 DEFAULT_BLOCK = 128  # target edge (in nodes) of a block; its padded box is what a kernel call reads
 PARALLEL_MIN = 32768  # points from which a batch (or a block's share of it) is worth a parallel region
-RECORD = 4  # float64 words per point of a placement record (kernels.sort_keys_range)
 
 
 _POOL: ThreadPoolExecutor | None = None
@@ -87,6 +86,7 @@ class Placement:
     block_first: np.ndarray
     status: np.ndarray
     spare: np.ndarray | None = None  # the records in the caller's order, no longer needed: reusable memory
+    memory: workspace.Workspace | None = None  # where the arrays above live, if pooled
 
     def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         """An uninitialised float64 array of ``shape``, in :attr:`spare` when it fits (fresh memory costs
@@ -95,6 +95,12 @@ class Placement:
         if self.spare is not None and self.spare.size >= size:
             return self.spare.reshape(-1)[:size].reshape(shape)
         return np.empty(shape)
+
+    def release(self) -> None:
+        """Hand the arrays back to the workspace pool; the placement must not be used afterwards."""
+        if self.memory is not None:
+            workspace.give(self.memory)
+            self.memory = None
 
     @property
     def record_bits(self) -> np.ndarray:
@@ -224,9 +230,8 @@ class PointEvaluator:
     def place(self, points: np.ndarray, offset: int = 0) -> Placement:
         """Place and sort one batch of (N, 3) float64 points; raises OutOfDomain for outside points."""
         n = points.shape[0]
-        keys = np.empty(n, dtype=np.int64)
-        status = np.empty(n, dtype=np.int8)
-        records = np.empty((n, RECORD))
+        memory = workspace.take(n)
+        keys, status, records = memory.keys[:n], memory.status[:n], memory.records[:n]
         lay = self.layout
         bits = lay.sub_bits(n)
         args = (self.method.code, points, *self.axes.as_tuple(), lay.key_table(bits), keys, status, records,
@@ -239,13 +244,14 @@ class PointEvaluator:
         if outside:
             raise self._outside(points, offset)
         nbuckets = lay.count << (3 * bits)
-        order, ordered = np.empty(n, dtype=np.int64), np.empty((n, RECORD))
+        order, ordered = memory.order[:n], memory.ordered[:n]
         bits_in, bits_out = records.view(np.int64), ordered.view(np.int64)  # moved as integers: bit-exact
         if parallel:
             first = kernels.bucket_sort_parallel(keys, bits_in, nbuckets, numba.get_num_threads(), order, bits_out)
         else:
             first = kernels.bucket_sort(keys, bits_in, nbuckets, order, bits_out)
-        return Placement(points, ordered, order, first[:: 1 << (3 * bits)].copy(), status, spare=records)
+        return Placement(points, ordered, order, first[:: 1 << (3 * bits)].copy(), status, spare=records,
+                         memory=memory)
 
     def _outside(self, points: np.ndarray, offset: int) -> OutOfDomain:
         """The error naming the points outside the domain (per-axis status from the full placement)."""
@@ -320,6 +326,7 @@ class PointEvaluator:
             plan = self.place(p[i : i + self.batch], offset=i)
             self.evaluate(plan, t_index, out[i : i + self.batch])
             clipped[i : i + self.batch] = plan.clipped
+            plan.release()
         return Evaluation(out, clipped)
 
     def combine(self, steps, weights: np.ndarray, points) -> Evaluation:
@@ -333,12 +340,11 @@ class PointEvaluator:
         T = weights.shape[0]
         out = np.zeros((T, n, self.ncomp, self.nout))
         clipped = np.zeros(n, dtype=bool)
-        tmp = np.empty((min(n, self.batch), self.ncomp, self.nout))
         for i in range(0, n, self.batch):
             j = min(n, i + self.batch)
             plan = self.place(p[i:j], offset=i)
             clipped[i:j] = plan.clipped
-            values = tmp[: j - i]
+            values = plan.buffer((j - i, self.ncomp, self.nout))
             src = values.reshape(j - i, -1)
             for k, step in enumerate(steps):
                 self.evaluate_sorted(plan, int(step), values)
@@ -346,6 +352,7 @@ class PointEvaluator:
                     dst, wk = out[r, i:j].reshape(j - i, -1), float(weights[r, k])
                     add = functools.partial(kernels.unsort_add, plan.order, src, wk, dst)
                     self._shares(0, j - i, add)
+            plan.release()
         return Evaluation(out, clipped)
 
     def groups(self, points: np.ndarray, offset: int = 0):
