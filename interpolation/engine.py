@@ -73,8 +73,8 @@ class RegionSource(Protocol):
 class Placement:
     """One batch of points sorted by block: everything but the data.
 
-    ``records`` (N, 4) float64 holds each point's placement (stencil starts, ``u`` per axis, wall flags;
-    see :func:`kernels.sort_keys_range`) in evaluation order: ``records[q]`` belongs to
+    ``records`` (N, 4) float64 holds each point's placement (stencil starts, ``u`` per axis with its wall
+    flag; see :func:`kernels.sort_keys_range`) in evaluation order: ``records[q]`` belongs to
     ``points[order[q]]``. Block ``b`` holds the sorted points ``block_first[b]:block_first[b + 1]``,
     neighbours next to each other. ``status`` (N,) int8 is 0 (interior) or 1 (stencil shifted one-sided
     at a non-periodic wall) per point, in the caller's order.
@@ -104,7 +104,7 @@ class Placement:
 
     @property
     def record_bits(self) -> np.ndarray:
-        """The records as int64 (the packed starts and flags are integers)."""
+        """The records as int64 (the packed stencil starts are integers)."""
         return self.records.view(np.int64)
 
     @property
@@ -245,11 +245,11 @@ class PointEvaluator:
             raise self._outside(points, offset)
         nbuckets = lay.count << (3 * bits)
         order, ordered = memory.order[:n], memory.ordered[:n]
-        bits_in, bits_out = records.view(np.int64), ordered.view(np.int64)  # moved as integers: bit-exact
+        words_in, words_out = records.view(np.int64), ordered.view(np.int64)  # moved as integers: bit-exact
         if parallel:
-            first = kernels.bucket_sort_parallel(keys, bits_in, nbuckets, numba.get_num_threads(), order, bits_out)
+            first = kernels.bucket_sort_parallel(keys, words_in, nbuckets, numba.get_num_threads(), order, words_out)
         else:
-            first = kernels.bucket_sort(keys, bits_in, nbuckets, order, bits_out)
+            first = kernels.bucket_sort(keys, words_in, nbuckets, order, words_out)
         return Placement(points, ordered, order, first[:: 1 << (3 * bits)].copy(), status, spare=records,
                          memory=memory)
 

@@ -187,27 +187,23 @@ def sort_keys(code, points, n, periodic, uniform, x0, dx, period, coords, table,
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _scatter(keys, records, q0, q1, pos, order, out):
-    """Move the records ``q0 .. q1 - 1`` to their places: ``pos[k]`` is the next free place of bucket k."""
-    m = records.shape[1]
+    """Move the 4-word records ``q0 .. q1 - 1`` to their places: ``pos[k]`` is the next free place of
+    bucket k."""
     for p in range(q0, q1):
         k = keys[p]
         i = pos[k]
         pos[k] = i + 1
         order[i] = p
-        if m == 4:  # the placement record: the copy unrolled
-            out[i, 0] = records[p, 0]
-            out[i, 1] = records[p, 1]
-            out[i, 2] = records[p, 2]
-            out[i, 3] = records[p, 3]
-        else:
-            for c in range(m):
-                out[i, c] = records[p, c]
+        out[i, 0] = records[p, 0]
+        out[i, 1] = records[p, 1]
+        out[i, 2] = records[p, 2]
+        out[i, 3] = records[p, 3]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def bucket_sort(keys, records, nbuckets, order, out):
-    """Stable counting sort of per-point records (N, m) by small integer keys into ``order`` (N,) and
-    ``out`` (N, m): ``out[q] == records[order[q]]``; returns ``first``: bucket k holds
+    """Stable counting sort of placement records (N, 4) int64 by small integer keys into ``order`` (N,)
+    and ``out`` (N, 4): ``out[q] == records[order[q]]``; returns ``first``: bucket k holds
     ``order[first[k]:first[k + 1]]``.
     (The caller allocates the big arrays: numpy asks for huge pages, numba's allocator does not.)"""
     npts = keys.shape[0]
