@@ -85,15 +85,17 @@ class Placement:
     order: np.ndarray
     block_first: np.ndarray
     status: np.ndarray
-    spare: np.ndarray | None = None  # the records in the caller's order, no longer needed: reusable memory
     memory: workspace.Workspace | None = None  # where the arrays above live, if pooled
 
     def buffer(self, shape: tuple[int, ...]) -> np.ndarray:
-        """An uninitialised float64 array of ``shape``, in :attr:`spare` when it fits (fresh memory costs
-        page faults: about 8 ms per 32 MB here)."""
+        """An uninitialised float64 array of ``shape``. It reuses the workspace's caller-order records,
+        which nothing reads after the sort, when they fit (fresh memory costs page faults: about 8 ms per
+        32 MB here)."""
         size = int(np.prod(shape))
-        if self.spare is not None and self.spare.size >= size:
-            return self.spare.reshape(-1)[:size].reshape(shape)
+        if self.memory is not None:
+            spare = self.memory.records[: self.order.shape[0]].reshape(-1)
+            if spare.size >= size:
+                return spare[:size].reshape(shape)
         return np.empty(shape)
 
     def release(self) -> None:
@@ -250,8 +252,7 @@ class PointEvaluator:
             first = kernels.bucket_sort_parallel(keys, words_in, nbuckets, numba.get_num_threads(), order, words_out)
         else:
             first = kernels.bucket_sort(keys, words_in, nbuckets, order, words_out)
-        return Placement(points, ordered, order, first[:: 1 << (3 * bits)].copy(), status, spare=records,
-                         memory=memory)
+        return Placement(points, ordered, order, first[:: 1 << (3 * bits)].copy(), status, memory=memory)
 
     def _outside(self, points: np.ndarray, offset: int) -> OutOfDomain:
         """The error naming the points outside the domain (per-axis status from the full placement)."""

@@ -52,6 +52,7 @@ from labservice.interpolation.weights import (
 
 TASK = 1024  # points per parallel task of the placement kernels
 # Placement records pack three stencil starts in one int64, 21 bits each: axes of up to MAX_AXIS_NODES.
+RECORD = 4  # float64 words per point of a placement record (sort_keys_range)
 START_BIAS = 16  # starts run from -4 (a periodic stencil before node 0) to n - 1
 START_MASK = (1 << 21) - 1
 MAX_AXIS_NODES = START_MASK - START_BIAS

@@ -15,8 +15,9 @@ import threading
 
 import numpy as np
 
+from labservice.interpolation.kernels import RECORD
+
 KEEP = 2  # idle sets kept for reuse
-RECORD = 4  # float64 words per point of a placement record (kernels.sort_keys_range)
 
 
 class Workspace:
