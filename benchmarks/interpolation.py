@@ -6,6 +6,11 @@ RegularGridInterpolator (linear, cubic; build timed separately), a numpy per-poi
 points, cold-cache random and clustered throughput with bytes read per point, and the peak RSS of a 10^7
 point query. ``--quick`` runs a 64^3 version in seconds.
 
+The lag4 and lag8 headline calls come with the machine's memory read bandwidth, measured just before
+and after them: random points over a 200 MB field are bound by memory, and on a shared host that
+bandwidth swings severalfold (4 to 19 GB/s on the development machine), so a figure means little
+without it.
+
     .venv/bin/python benchmarks/interpolation.py [--quick] [--data /tmp/labservice-bench]
 """
 
@@ -49,6 +54,43 @@ def rate(fn, npts: int, repeat: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return npts / best
+
+
+def bandwidth_probe(nbytes: int = 256 << 20):
+    """A function returning this machine's memory read bandwidth right now, in GB/s (a parallel sum over
+    ``nbytes`` of float32 on every core): the peer of the headline figures, since the evaluation of
+    random points is bound by memory, and a shared host's memory bandwidth swings severalfold."""
+    import numba
+
+    @numba.njit(parallel=True, fastmath=True, cache=True)
+    def total(a):
+        s = 0.0
+        for i in numba.prange(a.size):
+            s += a[i]
+        return s
+
+    a = np.ones(nbytes // 4, dtype=np.float32)
+    total(a)
+
+    def probe() -> float:
+        t0 = time.perf_counter()
+        total(a)
+        return a.nbytes / (time.perf_counter() - t0) / 1e9
+
+    return probe
+
+
+def headline_rate(fn, npts: int, probe, repeat: int = 9) -> tuple[float, float, tuple[float, float]]:
+    """Like :func:`rate`, with the memory bandwidth measured just before the first and just after the last
+    call (not between calls: the probe would flush the caches the calls share): returns the best rate,
+    the median rate and the two bandwidths."""
+    before = probe()
+    rates = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        rates.append(npts / (time.perf_counter() - t0))
+    return max(rates), float(np.median(rates)), (before, probe())
 
 
 def rss_run(path: Path) -> None:
@@ -109,6 +151,8 @@ def main() -> None:
 
     print(f"\nwarm cache, {npts:,} random points (points/s):")
     figures = {}
+    probe = bandwidth_probe()
+    headlines = {}
     for method in ("none", "trilinear", "lag4", "lag6", "lag8", "m1q4", "m2q8", "fd4noint", "fd6noint",
                    "fd8noint", "fd4lag4"):
         for op, nder in (("field", 0), ("gradient", 1), ("hessian", 2)):
@@ -118,8 +162,13 @@ def main() -> None:
                 continue
             ev = PointEvaluator(ds.reader, "velocity", method, nder)
             ev(0, pts[:1000])  # compile / warm
-            headline = op == "field" and method in ("lag4", "lag8")  # the targets: more calls, steadier best
-            figures[(method, op)] = r = rate(lambda ev=ev: ev(0, pts), npts, repeat=9 if headline else 3)
+            if op == "field" and method in ("lag4", "lag8"):  # the targets: more calls, memory bandwidth beside
+                r, med, bws = headlines[method] = headline_rate(lambda ev=ev: ev(0, pts), npts, probe)
+                figures[(method, op)] = r
+                print(f"  {method:10s} {op:9s} {r:14,.0f}  (best of 9 calls, median {med:,.0f}; memory read "
+                      f"bandwidth {bws[0]:.1f} GB/s before them, {bws[1]:.1f} after)")
+                continue
+            figures[(method, op)] = r = rate(lambda ev=ev: ev(0, pts), npts, repeat=3)
             print(f"  {method:10s} {op:9s} {r:14,.0f}")
     r_api = rate(lambda: ds.points("velocity", pts, time=0.0, spatial="lag4"), npts)
     print(f"  ds.points lag4 field (whole API path): {r_api:,.0f} ({r_api / figures[('lag4', 'field')]:.2f} of the "
@@ -187,7 +236,8 @@ def main() -> None:
     lag4 = figures[("lag4", "field")]
     lag8 = figures[("lag8", "field")]
     print("\nsummary:")
-    print(f"  lag4 {lag4:,.0f} points/s (target 8,000,000): {'PASS' if lag4 >= 8e6 else 'MISS'}")
+    print(f"  lag4 {lag4:,.0f} points/s (target 8,000,000): {'PASS' if lag4 >= 8e6 else 'MISS'}, memory read "
+          f"bandwidth {max(headlines['lag4'][2]):.1f} GB/s at the time")
     print(f"  lag8 {lag8:,.0f} points/s (target 2,000,000): {'PASS' if lag8 >= 2e6 else 'MISS'}")
     if r_cubic:
         print(f"  lag4 / scipy cubic = {lag4 / r_cubic:.1f}x (target 4x); lag4 / scipy linear = {lag4 / r_lin:.1f}x; "

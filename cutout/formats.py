@@ -116,7 +116,7 @@ class _Hdf5Sink:
         self.dsets = []
         for plan in layout.plans:
             d = f.create_dataset(plan.variable, shape=layout.shape(plan), dtype="<f4")
-            for dim, label in zip(d.dims, layout.dims(plan)):
+            for dim, label in zip(d.dims, layout.dims(plan), strict=True):
                 dim.label = label
                 if label in scales:
                     dim.attach_scale(scales[label])

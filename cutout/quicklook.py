@@ -158,7 +158,7 @@ def cutout_slice_png(
         When the cutout is not a plane, or the component is unknown.
     """
     nz, ny, nx, ncomp = cutout.data.shape
-    thin = [name for name, n in zip("zyx", (nz, ny, nx)) if n == 1]
+    thin = [name for name, n in zip("zyx", (nz, ny, nx), strict=True) if n == 1]
     if not thin:
         raise InvalidInput(f"a slice needs one axis of size 1 (e.g. z='16'); got a {nx} x {ny} x {nz} cutout")
     normal = thin[0]

@@ -235,7 +235,7 @@ def plan_cutout(
     if variable not in meta.variables:
         raise unknown("variable", variable, meta.variables)
     var = meta.variables[variable]
-    ranges = {name: parse_range(spec, name, meta.grid.axis(name)) for name, spec in zip(AXES, (x, y, z))}
+    ranges = {name: parse_range(spec, name, meta.grid.axis(name)) for name, spec in zip(AXES, (x, y, z), strict=True)}
     return CutoutPlan(
         dataset=meta.id,
         variable=variable,
@@ -444,7 +444,7 @@ def _fill(
         for b in range(0, len(yruns), rows_per_batch):
             batch = yruns[b : b + rows_per_batch]
             keys = list(dict.fromkeys((zr.chunk, yr.chunk, xr.chunk) for yr in batch for xr in xruns))
-            blocks = dict(zip(keys, reader.chunks(plan.variable, t_index, keys)))
+            blocks = dict(zip(keys, reader.chunks(plan.variable, t_index, keys), strict=True))
             for yr in batch:
                 for xr in xruns:
                     block = blocks[(zr.chunk, yr.chunk, xr.chunk)]

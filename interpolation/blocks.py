@@ -40,7 +40,7 @@ class BlockLayout:
         self.n = np.array([a.size for a in axes], dtype=np.int64)
         self.periodic = np.array([a.periodic for a in axes], dtype=bool)
         edge = []
-        for n, c in zip(self.n, (cx, cy, cz)):
+        for n, c in zip(self.n, (cx, cy, cz), strict=True):
             b = c * max(1, round(block / c))
             edge.append(min(int(b), int(n)))
         self.edge = np.array(edge, dtype=np.int64)

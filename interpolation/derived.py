@@ -54,8 +54,8 @@ def dissipation(G: np.ndarray, nu: float | None) -> np.ndarray:
 def lambda2(G: np.ndarray) -> np.ndarray:
     """Middle eigenvalue of S^2 + Omega^2 (Jeong and Hussain's lambda2)."""
     S = 0.5 * (G + np.swapaxes(G, -1, -2))
-    O = 0.5 * (G - np.swapaxes(G, -1, -2))
-    M = S @ S + O @ O
+    Om = 0.5 * (G - np.swapaxes(G, -1, -2))
+    M = S @ S + Om @ Om
     return np.linalg.eigvalsh(M)[..., 1]
 
 

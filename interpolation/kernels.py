@@ -43,6 +43,8 @@ from labservice.interpolation.weights import (
     TRILINEAR,
     WMAX,
     axis_weights,
+    fd4lag4_uniform,
+    lagrange_stretched,
     method_offset,
     method_width,
     node_weights,
@@ -57,27 +59,40 @@ START_BIAS = 16  # starts run from -4 (a periodic stencil before node 0) to n - 
 START_MASK = (1 << 21) - 1
 MAX_AXIS_NODES = START_MASK - START_BIAS
 AHEAD = 8  # the evaluation prefetches the stencil rows of the point this many places ahead
+STORES_AHEAD = 16  # the scatters fetch the line of the store this many elements ahead
 
 
-@intrinsic
-def prefetch(typingctx, flat, idx):
-    """Ask the CPU to start loading ``flat[idx]`` into cache (``llvm.prefetch``: read, keep in all levels).
+def _prefetch_intrinsic(name: str, write: int, doc: str):
+    """An intrinsic ``name(a, idx)`` hinting the CPU to fetch element ``idx`` of the C-contiguous array
+    ``a``, counted flat whatever its dimensions (``llvm.prefetch``; a hint never faults)."""
 
-    Random points miss cache on nearly every stencil row; issuing those loads a few points ahead turns
-    the wait for memory into overlapped transfers (about 1.5x for lag4 on random points).
-    """
+    def fetch(typingctx, a, idx):
+        def codegen(context, builder, signature, args):
+            ary = context.make_array(signature.args[0])(context, builder, args[0])
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+            ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+            # (address, write?, locality 3: keep in every cache level, data cache)
+            builder.call(fn, [ptr, ir.Constant(i32, write), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
 
-    def codegen(context, builder, signature, args):
-        ary = context.make_array(signature.args[0])(context, builder, args[0])
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
-        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
+        return numba.types.none(a, idx), codegen
 
-    return numba.types.none(flat, idx), codegen
+    fetch.__name__ = fetch.__qualname__ = name
+    fetch.__doc__ = doc
+    return intrinsic(fetch)
+
+
+prefetch = _prefetch_intrinsic("prefetch", 0, """Start loading ``a[idx]`` (flat index) into cache.
+
+Random points miss cache on nearly every stencil row; issuing those loads a few points ahead turns
+the wait for memory into overlapped transfers (about 1.5x for lag4 on random points).""")
+prefetch_write = _prefetch_intrinsic("prefetch_write", 1, """Start loading ``a[idx]`` (flat index), a line about to be written.
+
+The scattered stores of the sort and of the unsort each miss cache; fetching their lines
+:data:`STORES_AHEAD` elements ahead overlaps the misses (about 1.3x on both).""")
 
 
 @numba.njit(parallel=True, cache=True)
@@ -106,7 +121,8 @@ def place_points(code, points, n, periodic, uniform, x0, dx, period, coords, sta
 @numba.njit(cache=True, inline="always")
 def keeps_u(code, uniform_axis):
     """Whether the evaluation weights an axis from ``u`` (closed forms on a uniform axis) rather than from
-    the coordinate itself (stretched axes, and ``fd4lag4``, go through ``axis_weights``)."""
+    the coordinate itself (stretched axes go through ``axis_weights``; ``fd4lag4`` through
+    ``fd4lag4_uniform``, or ``axis_weights`` at a wall)."""
     return uniform_axis != 0 and code != FD4LAG4
 
 
@@ -119,6 +135,24 @@ def record_starts(reci, q):
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def sort_keys_range(code, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, table, keys, status, rec,
+                    reci):
+    """:func:`_sort_keys_body`, compiled with the method a constant for the Lagrange methods (LLVM then
+    drops the method tests of every placement: about 1.3x)."""
+    if code == LAG4:
+        return _sort_keys_body(LAG4, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, table, keys,
+                               status, rec, reci)
+    if code == LAG6:
+        return _sort_keys_body(LAG6, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, table, keys,
+                               status, rec, reci)
+    if code == LAG8:
+        return _sort_keys_body(LAG8, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, table, keys,
+                               status, rec, reci)
+    return _sort_keys_body(code, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, table, keys, status,
+                           rec, reci)
+
+
+@numba.njit(cache=True, nogil=True, inline="always", error_model="numpy")
+def _sort_keys_body(code, points, q0, q1, n, periodic, uniform, x0, dx, period, coords, table, keys, status, rec,
                     reci):
     """Sort keys, wall status and placement records of the points ``q0 .. q1 - 1``; returns how many lie
     outside.
@@ -191,6 +225,10 @@ def _scatter(keys, records, q0, q1, pos, order, out):
     """Move the 4-word records ``q0 .. q1 - 1`` to their places: ``pos[k]`` is the next free place of
     bucket k."""
     for p in range(q0, q1):
+        if p + STORES_AHEAD < q1:  # (the bucket's place may move on by then: still the same line, mostly)
+            i = pos[keys[p + STORES_AHEAD]]
+            prefetch_write(out, i * RECORD)
+            prefetch_write(order, i)
         k = keys[p]
         i = pos[k]
         pos[k] = i + 1
@@ -246,6 +284,10 @@ def unsort(order, src, dst, q0, q1):
     """``dst[order[q]] = src[q]`` for q in ``q0 .. q1 - 1`` (rows of 2-D arrays)."""
     m = src.shape[1]
     for q in range(q0, q1):
+        if q + STORES_AHEAD < q1:
+            p = order[q + STORES_AHEAD] * m
+            prefetch_write(dst, p)
+            prefetch_write(dst, p + m - 1)
         p = order[q]
         for c in range(m):
             dst[p, c] = src[q, c]
@@ -256,6 +298,10 @@ def unsort_add(order, src, weight, dst, q0, q1):
     """``dst[order[q]] += weight * src[q]`` for q in ``q0 .. q1 - 1`` (rows of 2-D arrays)."""
     m = src.shape[1]
     for q in range(q0, q1):
+        if q + STORES_AHEAD < q1:
+            p = order[q + STORES_AHEAD] * m
+            prefetch_write(dst, p)
+            prefetch_write(dst, p + m - 1)
         p = order[q]
         for c in range(m):
             dst[p, c] += weight * src[q, c]
@@ -286,8 +332,11 @@ def _evaluate_body(W, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform
 
     ``W`` is the stencil width; each caller passes it as a constant so that the stencil loops unroll.
     The loop body calls only scalar functions (weights per node come back as tuples) and indexes arrays
-    without slicing them: handing an array to a function costs reference-count updates. Non-uniform
-    axes and ``fd4lag4`` take the general :func:`~labservice.interpolation.weights.axis_weights`.
+    without slicing them: handing an array to a function costs reference-count updates. Lagrange
+    methods on stretched axes take :func:`~labservice.interpolation.weights.lagrange_stretched` (from the
+    kept stencil start), interior ``fd4lag4`` stencils on uniform axes the closed form
+    :func:`~labservice.interpolation.weights.fd4lag4_uniform`, and the rest (splines and FD on
+    stretched axes, ``fd4lag4`` at walls) the general :func:`~labservice.interpolation.weights.axis_weights`.
     """
     nz, ny, nx, nc = R.shape
     flat = R.reshape(-1)
@@ -341,7 +390,10 @@ def _evaluate_body(W, code, nder, q0, q1, rec, reci, R, lo, n, periodic, uniform
                     w[a, 0, j] = v
                     w[a, 1, j] = d1 * ih
                     w[a, 2, j] = d2 * ih * ih
-            else:
+            elif lagrange and not uniform[a]:
+                lagrange_stretched(code, a, x, st[a], nder, n, periodic, uniform, x0, dx, period, coords, w, sc)
+            elif not (code == FD4LAG4 and uniform[a]
+                      and fd4lag4_uniform(x, n[a], periodic[a], x0[a], dx[a], nder, w, a)):
                 axis_weights(code, a, x, nder, n, periodic, uniform, x0, dx, period, coords, w[a], sc)
         base = (st[2] - lo[2]) * sz + (st[1] - lo[1]) * sy + (st[0] - lo[0]) * nc
         # nc and nder as literals per branch: each call unrolls into vector multiply-adds over whole rows

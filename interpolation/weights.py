@@ -293,6 +293,15 @@ def node_coord(a, j, n, periodic, uniform, x0, dx, period, coords):
     return coords[a, j]
 
 
+@numba.njit(cache=True, inline="always")
+def wrap_coordinate(x, c0, period):
+    """x moved by whole periods into [c0, c0 + period) (a periodic stretched axis starting at c0)."""
+    xs = c0 + (x - c0) - period * np.floor((x - c0) / period)
+    if xs >= c0 + period:
+        xs = c0
+    return xs
+
+
 @numba.njit(cache=True)
 def locate(a, x, nearest, n, periodic, uniform, x0, dx, period, coords):
     """Cell (or nearest node) of coordinate x on axis a.
@@ -330,10 +339,7 @@ def locate(a, x, nearest, n, periodic, uniform, x0, dx, period, coords):
     # non-uniform: wrap, then binary search
     xs = x
     if periodic[a]:
-        c0 = coords[a, 0]
-        xs = c0 + (x - c0) - period[a] * np.floor((x - c0) / period[a])
-        if xs >= c0 + period[a]:
-            xs = c0
+        xs = wrap_coordinate(x, coords[a, 0], period[a])
     elif xs < coords[a, 0] or xs > coords[a, nn - 1]:
         return 0, xs, 2
     lo = 0
@@ -511,16 +517,12 @@ _M2Q8_T = tuple(float(v) for v in M2Q8_COEF.ravel())
 
 
 @numba.njit(cache=True, inline="always")
-def place_uniform(code, x, nn, periodic, x0, h):
-    """Placement of coordinate x on a uniform axis (nn nodes from x0, spacing h): ``(start, u, status)``.
-
-    ``start`` is the first stencil node (``start + method_offset`` lies in [0, nn)), ``status`` 0
-    interior, 1 shifted at a wall, 2 outside (or not finite), and ``u`` the position in index units
-    relative to ``start`` (for nearest-node methods the node itself, an integer): all the closed-form
-    weights need. Same rules as :func:`place` (snapping, wrapping, wall shifts); scalars only.
-    """
+def uniform_index(x, nn, periodic, x0, h):
+    """Position of coordinate x in index units on a uniform axis (nn nodes from x0, spacing h), wrapped
+    into [0, nn) on a periodic axis and snapped to a node within :data:`SNAP`: ``(t, inside)``, inside
+    False when x is not finite or outside a non-periodic axis. :func:`locate`'s rules, scalars only."""
     if not np.isfinite(x):
-        return 0, 0.0, 2
+        return 0.0, False
     t = (x - x0) / h
     if periodic and not (0.0 <= t < nn):  # wrap (skipped for the usual point inside the period)
         t = t - nn * np.floor(t / nn)
@@ -532,6 +534,21 @@ def place_uniform(code, x, nn, periodic, x0, h):
         if periodic and t >= nn:
             t = 0.0
     if not periodic and (t < 0.0 or t > nn - 1):
+        return t, False
+    return t, True
+
+
+@numba.njit(cache=True, inline="always")
+def place_uniform(code, x, nn, periodic, x0, h):
+    """Placement of coordinate x on a uniform axis (nn nodes from x0, spacing h): ``(start, u, status)``.
+
+    ``start`` is the first stencil node (``start + method_offset`` lies in [0, nn)), ``status`` 0
+    interior, 1 shifted at a wall, 2 outside (or not finite), and ``u`` the position in index units
+    relative to ``start`` (for nearest-node methods the node itself, an integer): all the closed-form
+    weights need. Same rules as :func:`place` (snapping, wrapping, wall shifts); scalars only.
+    """
+    t, inside = uniform_index(x, nn, periodic, x0, h)
+    if not inside:
         return 0, 0.0, 2
     width = method_width(code)
     nearest = code == NONE or code == FD4 or code == FD6 or code == FD8
@@ -554,6 +571,75 @@ def place_uniform(code, x, nn, periodic, x0, h):
             status = 1
     u = float(i - start) if nearest else t - start
     return start, u, status
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def lagrange_stretched(code, a, x, start, nder, n, periodic, uniform, x0, dx, period, coords, w, sc):
+    """Weights of a Lagrange method (trilinear, lag4/6/8) at coordinate x on the stretched axis a, over
+    the stencil nodes ``start ..`` its width, into ``w[a, 0..nder, :width]`` (physical units).
+
+    The general path's sums (:func:`_lagrange_on_nodes`) from the stencil start the placement kept,
+    without placing x a second time (a binary search) or its chain of calls: about 4x faster per axis.
+    """
+    width = method_width(code)
+    xs = wrap_coordinate(x, coords[a, 0], period[a]) if periodic[a] else x  # as locate() wraps it
+    u = sc[6]
+    for k in range(width):
+        u[k] = node_coord(a, start + k, n, periodic, uniform, x0, dx, period, coords)
+    if periodic[a] and xs < u[0]:
+        xs += period[a]
+    wa = w[a]
+    for r in range(nder + 1):
+        for k in range(width):
+            wa[r, k] = 0.0
+    lagrange_weights(u, width, xs, wa, nder, sc)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def fd4lag4_uniform(x, nn, periodic, x0, h, nder, w, a):
+    """fd4lag4 weights of coordinate x on a uniform axis, in closed form, into ``w[a, 0..nder, 0..7]``
+    (physical units); returns False, writing nothing, when the stencil is shifted at a wall or x is
+    outside (:func:`axis_weights` handles those).
+
+    The same sums as :func:`_fdlag_weights` (lag4 over stencil nodes 2..5, each node's FD4 stencil
+    folded in), without its general placement and scratch arrays: about 20x faster per axis.
+    """
+    t, inside = uniform_index(x, nn, periodic, x0, h)
+    if not inside:
+        return False
+    i = int(np.floor(t))
+    if not periodic and (i - 3 < 0 or i + 5 > nn):
+        return False
+    t = t - (i - 1)  # lag4 on nodes i - 1 .. i + 2, stencil nodes 2..5 (the stencil starts at i - 3)
+    d0 = t
+    d1 = t - 1.0
+    d2 = t - 2.0
+    d3 = t - 3.0
+    # prefix and suffix products in lagrange_weights' order, over its exact denominators
+    lag0 = ((d3 * d2) * d1) / -6.0
+    lag1 = d0 * (d2 * d3) / 2.0
+    lag2 = (d0 * d1) * d3 / -2.0
+    lag3 = ((d0 * d1) * d2) / 6.0
+    if t == 0.0 or t == 1.0 or t == 2.0 or t == 3.0:  # on a node: exactly 1 and 0
+        lag0 = 1.0 if t == 0.0 else 0.0
+        lag1 = 1.0 if t == 1.0 else 0.0
+        lag2 = 1.0 if t == 2.0 else 0.0
+        lag3 = 1.0 if t == 3.0 else 0.0
+    for r in range(nder + 1):
+        for j in range(8):
+            w[a, r, j] = 0.0
+    w[a, 0, 2] = lag0
+    w[a, 0, 3] = lag1
+    w[a, 0, 4] = lag2
+    w[a, 0, 5] = lag3
+    if nder >= 1:
+        for k in range(4):
+            lk = lag0 if k == 0 else lag1 if k == 1 else lag2 if k == 2 else lag3
+            for j in range(5):
+                w[a, 1, k + j] += lk * (FD_FIRST[0, j] / h)
+                if nder >= 2:
+                    w[a, 2, k + j] += lk * (FD_SECOND[0, j] / (h * h))
+    return True
 
 
 @numba.njit(cache=True, inline="always")
@@ -646,6 +732,7 @@ def _weights_1d(code, width, x, nder, n, periodic, uniform, x0, dx, period, coor
             w[0, j] = v
             w[1, j] = d1 * ih
             w[2, j] = d2 * ih * ih
-    else:
+    elif not (code == FD4LAG4 and uniform[0]
+              and fd4lag4_uniform(x, n[0], periodic[0], x0[0], dx[0], nder, w.reshape((1, 3, w.shape[1])), 0)):
         axis_weights(code, 0, x, nder, n, periodic, uniform, x0, dx, period, coords, w, sc)
     return start, status

@@ -145,7 +145,7 @@ class DatasetMeta(BaseModel):
 
     @model_validator(mode="after")
     def _chunking(self) -> DatasetMeta:
-        for c, s, axis in zip(self.chunks, self.shards, AXES):
+        for c, s, axis in zip(self.chunks, self.shards, AXES, strict=True):
             if c < 1 or s < c or s % c:
                 raise ValueError(f"along {axis}, shard size {s} must be a positive multiple of chunk size {c}")
         if self.format_version > FORMAT_VERSION:

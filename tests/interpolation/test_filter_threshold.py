@@ -83,7 +83,7 @@ def test_threshold_equals_brute_force(noise_set):
     ix, iy, iz = np.arange(-3, 9) % 16, np.arange(2, 14), np.arange(1, 11)
     sub = norm[np.ix_(iz, iy, ix)]
     kz, ky, kx = np.nonzero(sub >= 2.2)
-    expect = {(int(ix[c]), int(iy[b]), int(iz[a])) for a, b, c in zip(kz, ky, kx)}
+    expect = {(int(ix[c]), int(iy[b]), int(iz[a])) for a, b, c in zip(kz, ky, kx, strict=True)}
     assert {tuple(map(int, r)) for r in res.indices} == expect
     assert np.allclose(np.sort(res.values), np.sort(sub[sub >= 2.2]), rtol=1e-12)
     with pytest.raises(LimitExceeded, match="more than 5 nodes"):
@@ -105,7 +105,7 @@ def test_threshold_on_vorticity_matches_brute_force_fd4(make_dataset):
     cut = np.quantile(mag, 0.97)
     res = ds.threshold("velocity", cut, time=0.0, scalar="vorticity")
     kz, ky, kx = np.nonzero(mag >= cut)
-    assert {tuple(map(int, r)) for r in res.indices} == set(zip(kx.tolist(), ky.tolist(), kz.tolist()))
+    assert {tuple(map(int, r)) for r in res.indices} == set(zip(kx.tolist(), ky.tolist(), kz.tolist(), strict=True))
     q = ds.points("velocity", res.positions, spatial="fd4noint", operator="q_criterion")
     Gp = G[res.indices[:, 2], res.indices[:, 1], res.indices[:, 0]]
     assert np.allclose(q, -0.5 * np.einsum("nij,nji->n", Gp, Gp), rtol=1e-9, atol=1e-9)
@@ -133,8 +133,8 @@ def test_derived_quantities_of_a_linear_flow(make_dataset):
                        [A[2, 1] - A[1, 2], A[0, 2] - A[2, 0], A[1, 0] - A[0, 1]], atol=1e-12)
     assert np.allclose(ds.points("velocity", pts, operator="dissipation"), 2 * 0.01 * (S * S).sum(), atol=1e-12)
     assert np.allclose(ds.points("velocity", pts, operator="r_invariant"), -np.linalg.det(A), atol=1e-12)
-    O = 0.5 * (A - A.T)
-    l2 = np.linalg.eigvalsh(S @ S + O @ O)[1]
+    Om = 0.5 * (A - A.T)
+    l2 = np.linalg.eigvalsh(S @ S + Om @ Om)[1]
     assert np.allclose(ds.points("velocity", pts, operator="lambda2"), l2, atol=1e-12)
     names = ds.query_points("velocity", pts[:1], operator="gradient").components
     assert names[:4] == ["dc0/dx", "dc0/dy", "dc0/dz", "dc1/dx"]

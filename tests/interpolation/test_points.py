@@ -80,7 +80,7 @@ def test_convergence_order_at_random_points(fourier_sets, method, operator, theo
     pts = np.random.default_rng(7).uniform(0, TWO_PI, (400, 3))
     exact = fourier_derivs(*pts.T)[("field", "gradient", "hessian").index(operator)]
     errors = []
-    for n, ds in fourier_sets.items():
+    for ds in fourier_sets.values():
         got = ds.points("u", pts, spatial=method, operator=operator)[:, 0]
         errors.append(np.abs(got - exact).max())
     assert abs(_order(errors) - theory) <= 0.3, (errors, _order(errors))

@@ -113,3 +113,79 @@ def test_splines_match_the_reference_weights_at_quarter_cells():
     expect = [-f / 2 + f**2 - f**3 / 2, 1 - 5 / 2 * f**2 + 3 / 2 * f**3, f / 2 + 2 * f**2 - 3 / 2 * f**3,
               -(f**2) / 2 + f**3 / 2]
     assert np.allclose(w[0], expect, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+def test_fd4lag4_closed_form_is_the_general_path_to_the_last_bit(periodic):
+    """On uniform axes the kernels weight fd4lag4 in closed form; it must be the general path's sums in
+    the same order (bit for bit), and must decline stencils shifted at a wall, which only the general
+    path handles."""
+    from labservice.interpolation.weights import SCRATCH_ROWS, WMAX, AxisArrays, axis_weights, fd4lag4_uniform
+    from labservice.storage.metadata import Grid
+
+    n = 24
+    axis = uniform_axis(n, periodic=periodic, start=-0.7)
+    arrs = AxisArrays.from_grid(Grid(x=axis, y=axis, z=axis))
+    c = axis.coords()
+    rng = np.random.default_rng(11)
+    h = c[1] - c[0]
+    xs = np.concatenate([
+        rng.uniform(c[0], c[-1], 300),
+        c,  # nodes: weights exactly 1 and 0
+        c[:-1] + h * rng.choice([1e-13, 0.5, 1 - 1e-13], n - 1),  # next to nodes, mid-cells
+        [c[0] - 3 * h, c[-1] + 2.5 * h] if periodic else [],  # beyond the seam (periodic only)
+    ])
+    sc = np.zeros((SCRATCH_ROWS, WMAX + 1))
+    closed_form = shifted = 0
+    for x in xs:
+        for nder in (0, 1, 2):
+            fast = np.full((1, 3, WMAX), np.nan)
+            ref = np.full((3, WMAX), np.nan)
+            took = fd4lag4_uniform(float(x), n, periodic, arrs.x0[0], arrs.dx[0], nder, fast, 0)
+            _, status = axis_weights(METHODS["fd4lag4"].code, 0, float(x), nder, *arrs.as_tuple(), ref, sc)
+            assert took == (status == 0), (x, status)
+            if took:
+                assert np.array_equal(fast[0, : nder + 1, :8], ref[: nder + 1, :8]), (x, nder)
+                closed_form += 1
+            else:
+                shifted += 1
+    assert closed_form > 500  # most points are interior (24 nodes: 7 cells lie near a wall)
+    assert (shifted > 0) == (not periodic)
+
+
+@pytest.mark.parametrize("periodic", [True, False])
+@pytest.mark.parametrize("method", ["trilinear", "lag4", "lag6", "lag8"])
+def test_stretched_lagrange_from_the_kept_start_is_the_general_path_to_the_last_bit(method, periodic):
+    """On stretched axes the kernels weight Lagrange methods from the stencil start the placement kept;
+    the sums must be the general path's, bit for bit, inside, at walls, at nodes and across the seam."""
+    from labservice.interpolation.weights import (
+        SCRATCH_ROWS,
+        WMAX,
+        AxisArrays,
+        axis_weights,
+        lagrange_stretched,
+        place,
+    )
+    from labservice.storage.metadata import Grid
+
+    n = 20
+    s = np.linspace(0.0, 1.0, n, endpoint=not periodic)
+    c = 2.0 * s + 0.3 * np.sin(2 * np.pi * s)  # strictly increasing, unevenly spaced
+    axis = Axis(size=n, periodic=periodic, coordinates=list(c), length=2.0 if periodic else None)
+    arrs = AxisArrays.from_grid(Grid(x=axis, y=axis, z=axis))
+    code, width = METHODS[method].code, METHODS[method].width
+    rng = np.random.default_rng(5)
+    xs = np.concatenate([rng.uniform(c[0], c[-1], 200), c, 0.5 * (c[1:] + c[:-1]),
+                         [c[0] - 0.7, c[-1] + 1.9, -4.1] if periodic else []])
+    sc = np.zeros((SCRATCH_ROWS, WMAX + 1))
+    statuses = set()
+    for x in xs:
+        _, _, start, status = place(code, 0, float(x), *arrs.as_tuple())
+        statuses.add(int(status))
+        for nder in range(METHODS[method].max_derivative + 1):
+            fast = np.full((1, 3, WMAX), np.nan)
+            ref = np.full((3, WMAX), np.nan)
+            lagrange_stretched(code, 0, float(x), start, nder, *arrs.as_tuple(), fast, sc)
+            axis_weights(code, 0, float(x), nder, *arrs.as_tuple(), ref, sc)
+            assert np.array_equal(fast[0, : nder + 1, :width], ref[: nder + 1, :width]), (x, nder)
+    assert statuses == ({0, 1} if not periodic and width > 2 else {0})  # stencils shifted at walls, if any
