@@ -14,9 +14,10 @@ a job whose manifest was written before the crash is recorded done without runni
 
 Work splits by Morton range: cutout shards are ordered by the Morton key of their shard index and cut into
 contiguous runs, points by the Morton key of their grid cell. On a multi-node cluster where workers sit
-next to the data, pin each run to the worker holding it by passing ``workers=[address]`` in
-``client.submit`` (for example from ``labservice.storage.partition.partitions(meta, variable, n_workers)``,
-which gives the same contiguous Morton ranges per worker); the embedded cluster does not need it.
+next to the data, pin each run to the worker holding it by passing ``workers=[address]`` to
+``client.map``, one call per worker (for example from
+``labservice.storage.partition.partitions(meta, variable, n_workers)``, which gives the same contiguous
+Morton ranges per worker); the embedded cluster does not need it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -665,6 +667,8 @@ class JobEngine:
     def _run(self, job_id: str, session: str) -> None:
         try:
             self._run_job(job_id, session)
+        except CancelledError:
+            pass  # a future was cancelled between its status check and its result: cancel() cleans up
         except Exception as exc:  # the job fails with the reason; the service keeps going
             if not self._stopping.is_set():
                 log.exception("job %s failed", job_id)
@@ -687,17 +691,15 @@ class JobEngine:
         if not self.registry.start(job_id, total=len(specs)):
             self.scratch.delete(job_id)  # cancelled while planning: drop the skeleton just made
             return
-        futures = [
-            self.client.submit(
-                fn,
-                spec,
-                key=f"job-{job_id}-{session}-{spec['part']}",
-                pure=False,
-                retries=self.retries,
-                priority=-i,
-            )
-            for i, spec in enumerate(specs)
-        ]
+        # One graph for all parts (map runs them in list order): the scheduler takes in a graph per
+        # message, one at a time, so per-part submits left a cancel queued behind thousands of them.
+        futures = self.client.map(
+            fn,
+            specs,
+            key=[f"job-{job_id}-{session}-{spec['part']}" for spec in specs],
+            pure=False,
+            retries=self.retries,
+        )
         with self._lock:
             live = self._live.get(job_id)
             if live is not None:

@@ -120,6 +120,20 @@ def test_cancel_stops_workers_and_leaves_nothing(engine, synthetic_url, helpers)
     assert engine.registry.get(rec.id).status == "cancelled"
 
 
+def test_a_job_reaches_the_scheduler_as_one_graph(engine, synthetic_url):
+    # The scheduler takes in submitted graphs one message at a time, in order, and a cancel waits behind
+    # them: parts submitted one by one left CI's cancel queued while hundreds of parts still ran.
+    def graphs() -> int:
+        events = engine.client.get_events(engine.client.id)
+        return sum(1 for _, msg in events if msg.get("action") == "update-graph")
+
+    before = graphs()
+    req = {"kind": "cutout", "dataset": synthetic_url, "variables": ["pressure"], "time_indices": [0, 1]}
+    rec = engine.wait(engine.submit("tokG", req).id, timeout=120)
+    assert rec.status == "done" and rec.total > 20, rec
+    assert graphs() - before == 2  # the parts, then the finalizer
+
+
 def test_twenty_jobs_from_four_tokens_respect_quotas_and_privacy(engine, synthetic_url):
     limits = JobLimits(max_running_jobs=2, scratch_bytes=10 << 20, max_job_bytes=8 << 20)
     req = {
