@@ -718,7 +718,9 @@ def weights_1d(method: str, x: float, axis, nder: int = 2) -> tuple[int, np.ndar
 
 @numba.njit(cache=True)
 def _weights_1d(code, width, x, nder, n, periodic, uniform, x0, dx, period, coords, w, sc):
-    """The kernels' per-axis path (placement, then closed form or the general fallback) for one x."""
+    """The kernels' per-axis path (placement, then closed form or the general fallback) for one x. On
+    stretched axes it takes the general path where the kernels take :func:`lagrange_stretched`, whose
+    weights equal it bit for bit (tests/interpolation/test_weights.py)."""
     if uniform[0]:
         start, u, status = place_uniform(code, x, n[0], periodic[0], x0[0], dx[0])
     else:
