@@ -252,7 +252,7 @@ if __name__ == "__main__":
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     target = Path(args[0]) if args else DEFAULT
     if "--build" in sys.argv and not (target / "simulation.json").exists():
-        from labservice.datasets.cosmo import build_cosmo
+        from labservice.datasets.demo.build import build_cosmo
 
         started = time.perf_counter()
         build_cosmo(target.parent, size=128, n_snapshots=80, z_first=3.0, name=target.name)

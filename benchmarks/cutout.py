@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import zarr
+from common import best_of
 
 from labservice.cutout import encode_cutout, read_cutout
 from labservice.storage import ChunkCache, ChunkReader, create_store, open_store
@@ -43,15 +43,6 @@ def build(path: Path, n: int) -> None:
     store.close()
 
 
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=128)
@@ -67,17 +58,17 @@ def main() -> None:
         def fresh() -> ChunkReader:
             return ChunkReader(store, cache=ChunkCache(1 << 30))
 
-        raw = best(lambda: np.asarray(zarr.open_group(str(path), mode="r")["velocity"][0]), repeat)
-        ours = best(lambda: read_cutout(fresh(), "velocity", 0), repeat)
+        raw = best_of(lambda: np.asarray(zarr.open_group(str(path), mode="r")["velocity"][0]), repeat)
+        ours = best_of(lambda: read_cutout(fresh(), "velocity", 0), repeat)
         print(f"full {n}^3 x 3 cutout ({mb:.1f} MB), cold cache:")
         print(f"  raw zarr read      {mb / raw:8.1f} MB/s")
         print(f"  labservice cutout  {mb / ours:8.1f} MB/s   {raw / ours:.2f}x the raw read's speed")
 
         s = 4
-        strided = best(
+        strided = best_of(
             lambda: read_cutout(fresh(), "velocity", 0, x=f"::{s}", y=f"::{s}", z=f"::{s}"), repeat
         )
-        giverny = best(
+        giverny = best_of(
             lambda: np.asarray(zarr.open_group(str(path), mode="r")["velocity"][0])[::s, ::s, ::s], repeat
         )
         full_reader = fresh()
@@ -87,7 +78,7 @@ def main() -> None:
         print(f"  labservice cutout  {strided * 1e3:8.1f} ms   speed-up {giverny / strided:.2f}x")
         s = 64
         reader = fresh()
-        t64 = best(lambda: read_cutout(fresh(), "velocity", 0, x=f"::{s}", y=f"::{s}", z=f"::{s}"), repeat)
+        t64 = best_of(lambda: read_cutout(fresh(), "velocity", 0, x=f"::{s}", y=f"::{s}", z=f"::{s}"), repeat)
         read_cutout(reader, "velocity", 0, x=f"::{s}", y=f"::{s}", z=f"::{s}")
         print(f"stride {s} (> chunk size, whole chunks skipped):")
         got, full = reader.stats(), full_reader.stats()
@@ -100,7 +91,7 @@ def main() -> None:
         cut = read_cutout(fresh(), "velocity", 0)
         print(f"encoding the {mb:.1f} MB cutout (MB/s of data):")
         for fmt in ("npy", "msgpack", "hdf5", "zip", "netcdf", "zarr"):
-            dt = best(lambda fmt=fmt: encode_cutout(cut, fmt), repeat)
+            dt = best_of(lambda fmt=fmt: encode_cutout(cut, fmt), repeat)
             print(f"  {fmt:8s} {mb / dt:8.1f} MB/s")
 
 

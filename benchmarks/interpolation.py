@@ -23,27 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def build(path: Path, n: int) -> None:
-    from labservice.storage import create_store
-    from labservice.storage.metadata import Axis, DatasetMeta, Grid, Variable
-
-    if (path / "zarr.json").exists():
-        return
-    ax = Axis(size=n, periodic=True, start=0.0, step=2 * np.pi / n)
-    meta = DatasetMeta(id="bench", title="bench", grid=Grid(x=ax, y=ax, z=ax), times=[0.0],
-                       variables={"velocity": Variable(components=["ux", "uy", "uz"])},
-                       chunks=(32, 32, 32), shards=(128, 128, 128))
-    store = create_store(str(path), meta, overwrite=True)
-    c = ax.coords()
-    rng = np.random.default_rng(0)
-    for z0 in range(0, n, 32):  # slab by slab, bounded memory
-        Z, Y, X = np.meshgrid(c[z0 : z0 + 32], c, c, indexing="ij")
-        u = np.stack([np.sin(X) * np.cos(Y) * np.cos(Z), -np.cos(X) * np.sin(Y) * np.cos(Z),
-                      0.1 * np.sin(2 * X + Z)], -1)
-        u += 0.01 * rng.standard_normal(u.shape)
-        store.write_box("velocity", 0, z0, 0, 0, u.astype(np.float32))
+from common import build
 
 
 def rate(fn, npts: int, repeat: int = 3) -> float:
@@ -94,7 +74,7 @@ def headline_rate(fn, npts: int, probe, repeat: int = 9) -> tuple[float, float, 
 
 
 def rss_run(path: Path) -> None:
-    from labservice.dataset import open_dataset
+    from labservice.facade import open_dataset
     from labservice.storage import ChunkCache
 
     ds = open_dataset(str(path), cache=ChunkCache(1 << 30))
@@ -128,7 +108,7 @@ def main() -> None:
     print(f"dataset {path}: {n}^3 x 3 float32 (ready in {time.perf_counter() - t0:.1f} s); "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
 
-    from labservice.dataset import open_dataset
+    from labservice.facade import open_dataset
     from labservice.interpolation.engine import PointEvaluator
     from labservice.storage import ChunkCache
 

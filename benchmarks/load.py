@@ -19,8 +19,6 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -236,15 +234,6 @@ def make_tokens(token_db: Path, n: int) -> list[str]:
     return [store.create(f"load-{i}", limits)[1] for i in range(n)]
 
 
-def _serve(data: Path, work: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "LABSERVICE_TOKEN_DB": str(work / "tokens.sqlite"),
-           "LABSERVICE_SCRATCH_URL": str(work / "scratch"), "LABSERVICE_CACHE_BYTES": str(256 * MIB),
-           "PYTHONWARNINGS": "ignore"}  # fmt: skip
-    cmd = [sys.executable, "-m", "labservice", "serve", "--port", str(port), "--data", str(data)]
-    log = open(work / "serve.log", "wb")
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -257,18 +246,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.clients, args.duration = 10, 10.0
-    import signal
+    from labservice.devserver import ServeProcess
 
-    from labservice.devserver import free_ports
-
-    (port,) = free_ports(1)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tokens = make_tokens(work / "tokens.sqlite", args.clients)
-        server = _serve(args.data.resolve(), work, port)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            _wait_ready(url, server)
+        env = {"LABSERVICE_TOKEN_DB": str(work / "tokens.sqlite"), "LABSERVICE_SCRATCH_URL": str(work / "scratch"),
+               "LABSERVICE_CACHE_BYTES": str(256 * MIB)}  # fmt: skip
+        with ServeProcess(args.data.resolve(), env, work / "serve.log").wait_ready(180.0) as server:
+            url = server.url
             load_before = os.getloadavg()
             run_load(url, tokens[:2], 5.0, server.pid, seed=98)  # compile kernels, fill imports, warm caches
             # The peer: the same mix from one client, for the scaling ratio.
@@ -279,33 +265,9 @@ def main() -> None:
                 result["throughput_rps"] / max(single["throughput_rps"], 1e-9), 2
             )
             result["loadavg_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-        finally:
-            server.send_signal(signal.SIGTERM)
-            try:
-                server.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                server.kill()
-            try:
-                os.killpg(server.pid, signal.SIGKILL)  # its Dask workers, if any are left
-            except ProcessLookupError:
-                pass
     _print(result)
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
-
-
-def _wait_ready(url: str, server: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError("the server exited while starting")
-        try:
-            if httpx.get(f"{url}/api/v1/health", timeout=5).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"the server did not start within {timeout} s")
 
 
 def _print(r: dict) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,57 +22,26 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from common import best_of
 
 from labclient import Lab
 from labclient.codec import MSGPACK, pack, unpack
 from labservice import open_dataset
-from labservice.devserver import free_ports, write_sample_datasets
+from labservice.devserver import ServeProcess, write_sample_datasets
 from labservice.limits import Limits
 from labservice.tokens import TokenStore
 
 
-def _free_port() -> int:
-    return free_ports(1)[0]
-
-
-def start_server(urls: dict[str, str], token_db: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
+def start_server(urls: dict[str, str], folder: Path) -> ServeProcess:
     env = {
-        **os.environ,
         "LABSERVICE_DATASETS": json.dumps(urls),
-        "LABSERVICE_TOKEN_DB": str(token_db),
+        "LABSERVICE_TOKEN_DB": str(folder / "tokens.sqlite"),
         "LABSERVICE_MAX_BODY_BYTES": str(1 << 30),
         "LABSERVICE_SYNC_CUTOUT_BYTES": str(1 << 30),
         "LABSERVICE_CACHE_BYTES": str(2 << 30),
         "LABSERVICE_JOBS_ENABLED": "false",
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "labservice", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/api/v1/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode() if proc.stderr else "server exited")
-    proc.kill()
-    raise RuntimeError("server did not start in 120 s")
-
-
-def best_of(n: int, fn) -> float:
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    return ServeProcess(None, env, folder / "server.log").wait_ready(120.0)
 
 
 def bench_points(ds, lab: Lab, url: str, token: str, dataset_id: str, n: int, time_value: float) -> None:
@@ -87,8 +54,8 @@ def bench_points(ds, lab: Lab, url: str, token: str, dataset_id: str, n: int, ti
     got = remote.points("velocity", pts, time=time_value, spatial="lag4")
     assert np.array_equal(ref, got), "msgpack answer differs from the in-process one"
 
-    t_local = best_of(3, lambda: ds.points("velocity", pts, time=time_value, spatial="lag4"))
-    t_msgpack = best_of(3, lambda: remote.points("velocity", pts, time=time_value, spatial="lag4"))
+    t_local = best_of(lambda: ds.points("velocity", pts, time=time_value, spatial="lag4"), 3)
+    t_msgpack = best_of(lambda: remote.points("velocity", pts, time=time_value, spatial="lag4"), 3)
 
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     body = {"variable": "velocity", "time": time_value, "spatial": "lag4"}
@@ -101,7 +68,7 @@ def bench_points(ds, lab: Lab, url: str, token: str, dataset_id: str, n: int, ti
         r.raise_for_status()
         return np.asarray(r.json()["values"])
 
-    t_json = best_of(1, json_round_trip)
+    t_json = best_of(json_round_trip, 1)
     print(f"points, one {n:,}-point lag4 request (velocity, warm cache):")
     print(f"  in-process engine      {n / t_local:14,.0f} points/s  ({t_local:.3f} s)")
     print(f"  HTTP msgpack           {n / t_msgpack:14,.0f} points/s  ({t_msgpack:.3f} s)")
@@ -210,8 +177,8 @@ def bench_cutout(url: str, token: str, dataset_id: str, zarr_url: str, size: int
 
     http_cutout()
     raw_zarr()
-    t_http = best_of(3, http_cutout)
-    t_zarr = best_of(3, raw_zarr)
+    t_http = best_of(http_cutout, 3)
+    t_zarr = best_of(raw_zarr, 3)
     mb = nbytes / 1e6
     print(f"sync cutout {size}^3 x 3 float32 ({mb:.0f} MB):")
     print(f"  HTTP hdf5 (streamed)   {mb / t_http:10.1f} MB/s  ({t_http:.3f} s)")
@@ -249,26 +216,18 @@ def main() -> None:
                 max_concurrent=64,
             ),
         )
-        proc, url = start_server(urls, folder / "tokens.sqlite")
         time_value = 0.1
-        try:
+        with start_server(urls, folder) as server:
+            url = server.url
             ds = open_dataset(urls[dataset_id])
             with Lab(url, token=token) as lab:
                 if "points" not in args.skip:
                     bench_points(ds, lab, url, token, dataset_id, args.points, time_value)
             if "latency" not in args.skip:
                 for clients in args.clients:
-                    bench_latency(url, token, dataset_id, clients, args.duration, time_value, proc.pid)
+                    bench_latency(url, token, dataset_id, clients, args.duration, time_value, server.pid)
             if "cutout" not in args.skip:
                 bench_cutout(url, token, dataset_id, urls[dataset_id], args.size, time_value)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
 
 if __name__ == "__main__":
     main()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import zarr
+from common import best_of
 
 from labservice.storage import ChunkCache, ChunkReader, DatasetMeta, create_store, open_store
 
@@ -50,15 +51,6 @@ def ingest(url: str, meta: DatasetMeta, data: np.ndarray) -> float:
                 store.mark_shard_done("velocity", 0, (z // s, y // s, x // s))
     store.close()
     return time.perf_counter() - t0
-
-
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def region_reads(url: str, data: np.ndarray, lo: tuple[int, int, int], hi: tuple[int, int, int]) -> None:

@@ -17,23 +17,13 @@ interpreter) and prints MB/s, best of ``--repeat`` warm runs, for:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-
-
-def build(path: Path, n: int) -> None:
-    """The 256^3-style benchmark dataset of benchmarks/interpolation.py, at n^3 (id ``bench``)."""
-    spec = importlib.util.spec_from_file_location("bench_interpolation", HERE / "interpolation.py")
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    module.build(path, n)
+from common import build
 
 
 def best(repeat: int, fn: Callable[[], np.ndarray], want: np.ndarray) -> float:

@@ -9,23 +9,16 @@ Nothing here knows about HTTP. Typical use::
     for piece in stream_cutout(reader, layout_for(reader, plan, [3]), "netcdf"): ...
 """
 
-from labservice.cutout.formats import (
-    FORMATS,
-    FormatInfo,
-    check_format,
-    decode_msgpack,
-    default_name,
-    encode_cutout,
-    iter_encoded,
-    iter_layout,
-    pack_array,
-    stream_cutout,
-    to_xarray,
-    unpack_array,
-    write_cutout,
-    write_layout,
+from labservice.cutout import formats as _formats
+from labservice.cutout.formats import *  # noqa: F403  (the format registry and writers: formats.__all__)
+from labservice.cutout.layout import (
+    Block,
+    BlockSource,
+    CutoutLayout,
+    blocks_from_cutouts,
+    blocks_from_reader,
+    layout_for,
 )
-from labservice.cutout.layout import CutoutLayout, blocks_from_cutouts, blocks_from_reader, layout_for
 from labservice.cutout.quicklook import cutout_slice_png, render_slice_png
 from labservice.cutout.region import (
     AxisRange,
@@ -40,39 +33,26 @@ from labservice.cutout.region import (
     read_cutout,
     time_index,
 )
-from labservice.cutout.xdmf import xdmf_text
 
 __all__ = [
-    "FORMATS",
+    *_formats.__all__,
     "AxisRange",
+    "Block",
+    "BlockSource",
     "Cutout",
     "CutoutBlock",
     "CutoutLayout",
     "CutoutPlan",
-    "FormatInfo",
     "blocks_from_cutouts",
     "blocks_from_reader",
-    "check_format",
     "cutout_nbytes",
     "cutout_shape",
     "cutout_slice_png",
-    "decode_msgpack",
-    "default_name",
-    "encode_cutout",
     "iter_cutout_blocks",
-    "iter_encoded",
-    "iter_layout",
     "layout_for",
-    "pack_array",
     "parse_range",
     "plan_cutout",
     "read_cutout",
     "render_slice_png",
-    "stream_cutout",
     "time_index",
-    "to_xarray",
-    "unpack_array",
-    "write_cutout",
-    "write_layout",
-    "xdmf_text",
 ]

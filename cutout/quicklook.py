@@ -1,4 +1,5 @@
-"""Quick-look PNG images of one plane of one component, with a colour bar (backs ``slice.png``).
+"""Quick-look PNG images of one plane of one component, with a colour bar: the one renderer behind the
+``slice.png`` route and :func:`cutout_slice_png` in notebooks.
 
 Figures are built with :class:`matplotlib.figure.Figure` and the Agg canvas directly, never through
 ``pyplot``, so no global figure state is shared between threads or leaks between requests.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -16,6 +18,30 @@ from labservice.errors import InvalidInput, LimitExceeded, unknown
 
 COLORMAPS = ("RdBu_r", "viridis", "magma", "cividis", "gray")
 MAX_PIXELS = 4096 * 4096
+PLANE_AXES = {"z": ("x", "y"), "y": ("x", "z"), "x": ("y", "z")}  # normal -> (horizontal, vertical)
+MAX_PLANE_EDGE = 1024  # larger planes are strided down to about this many pixels per edge
+
+
+def plane_ranges(meta: Any, normal: str, index: int) -> dict[str, str]:
+    """Index ranges of one plane for :func:`~labservice.cutout.region.plan_cutout`: one index along the
+    normal, the whole in-plane axes (strided when longer than :data:`MAX_PLANE_EDGE`)."""
+    ranges = {normal: f"{index}:{index + 1}"}
+    for name in PLANE_AXES[normal]:
+        n = meta.grid.axis(name).size
+        ranges[name] = f"0:{n}:{max(1, -(-n // MAX_PLANE_EDGE))}"
+    return ranges
+
+
+def component_index(components: Sequence[str], component: str | int) -> int:
+    """The index of a component given by name, by number, or by a number as text ("0")."""
+    if isinstance(component, str) and component in components:
+        return list(components).index(component)
+    if isinstance(component, int) or component.isdigit():
+        c = int(component)
+        if not 0 <= c < len(components):
+            raise InvalidInput(f"component must be in [0, {len(components) - 1}]; got {c}")
+        return c
+    raise unknown("component", component, components, error=InvalidInput)
 
 
 def _limits(plane: np.ndarray, cmap: str, vmin: float | None, vmax: float | None) -> tuple[float, float]:
@@ -146,37 +172,31 @@ def cutout_slice_png(
     vmin: float | None = None,
     vmax: float | None = None,
     width_px: int = 720,
+    normal: str | None = None,
 ) -> bytes:
     """Render a cutout that is one point thick along one axis (a plane) as a labelled PNG.
 
     Read the plane with :func:`read_cutout` giving a single index on the normal axis, e.g.
-    ``z="16"``; the other two axes become the image axes (x horizontal unless x is the normal).
+    ``z="16"`` (or plan it with :func:`plane_ranges`); the other two axes become the image axes (x
+    horizontal unless x is the normal). ``normal`` names the normal when more than one axis is thin.
 
     Raises
     ------
     InvalidInput
         When the cutout is not a plane, or the component is unknown.
     """
-    nz, ny, nx, ncomp = cutout.data.shape
+    nz, ny, nx, _ = cutout.data.shape
     thin = [name for name, n in zip("zyx", (nz, ny, nx), strict=True) if n == 1]
-    if not thin:
+    if normal is None and not thin:
         raise InvalidInput(f"a slice needs one axis of size 1 (e.g. z='16'); got a {nx} x {ny} x {nz} cutout")
-    normal = thin[0]
-    if isinstance(component, str):
-        if component not in cutout.components:
-            raise unknown("component", component, cutout.components, error=InvalidInput)
-        c = cutout.components.index(component)
-    else:
-        c = int(component)
-        if not 0 <= c < ncomp:
-            raise InvalidInput(f"component must be in [0, {ncomp - 1}]; got {c}")
-    h_axis, v_axis = {"z": ("x", "y"), "y": ("x", "z"), "x": ("y", "z")}[normal]
-    data = cutout.data[..., c]
-    plane = {"z": data[0], "y": data[:, 0, :], "x": data[:, :, 0]}[normal]  # rows follow v_axis
+    normal = normal or thin[0]
+    c = component_index(cutout.components, component)
+    h_axis, v_axis = PLANE_AXES[normal]
+    plane = np.take(cutout.data[..., c], 0, axis="zyx".index(normal))  # rows follow v_axis
     h, v = getattr(cutout, h_axis), getattr(cutout, v_axis)
     position = float(getattr(cutout, normal)[0])
     title = (
-        f"{cutout.dataset}  {cutout.variable}.{cutout.components[c]}  "
+        f"{cutout.dataset} {cutout.variable} {cutout.components[c]}, "
         f"{normal} = {position:.4g}, t = {cutout.time:.4g}"
     )
     uniform = all(a.size < 2 or np.allclose(np.diff(a), np.diff(a)[0], rtol=1e-6) for a in (h, v))

@@ -235,7 +235,10 @@ def plan_cutout(
     if variable not in meta.variables:
         raise unknown("variable", variable, meta.variables)
     var = meta.variables[variable]
-    ranges = {name: parse_range(spec, name, meta.grid.axis(name)) for name, spec in zip(AXES, (x, y, z), strict=True)}
+    ranges = {
+        name: parse_range(spec, name, meta.grid.axis(name))
+        for name, spec in zip(AXES, (x, y, z), strict=True)
+    }
     return CutoutPlan(
         dataset=meta.id,
         variable=variable,
@@ -246,32 +249,21 @@ def plan_cutout(
     )
 
 
-def cutout_shape(
-    meta: DatasetMeta,
-    variable: str,
-    x: RangeSpec = None,
-    y: RangeSpec = None,
-    z: RangeSpec = None,
-    ntimes: int = 1,
-) -> tuple[int, int, int, int, int]:
+def cutout_shape(meta: DatasetMeta, variable: str, x: RangeSpec = None, y: RangeSpec = None,
+                 z: RangeSpec = None, ntimes: int = 1) -> tuple[int, int, int, int, int]:
     """Shape ``(ntimes, nz, ny, nx, ncomp)`` of a cutout, computed from the metadata alone."""
     return (int(ntimes), *plan_cutout(meta, variable, x, y, z).shape)
 
 
-def cutout_nbytes(
-    meta: DatasetMeta,
-    variable: str,
-    x: RangeSpec = None,
-    y: RangeSpec = None,
-    z: RangeSpec = None,
-    ntimes: int = 1,
-) -> int:
+def cutout_nbytes(meta: DatasetMeta, variable: str, x: RangeSpec = None, y: RangeSpec = None,
+                  z: RangeSpec = None, ntimes: int = 1) -> int:
     """Size in bytes (float32) of a cutout; check it against limits before reading."""
     return 4 * math.prod(cutout_shape(meta, variable, x, y, z, ntimes))
 
 
 def time_index(meta: DatasetMeta, time: float, rtol: float = 1e-9) -> int:
-    """Index of a stored time. Cutouts are never interpolated in time, so ``time`` must be stored.
+    """Index of a stored time: the only such lookup. Cutouts, filters and thresholds are never
+    interpolated in time, so ``time`` must be stored.
 
     Raises
     ------
@@ -283,6 +275,9 @@ def time_index(meta: DatasetMeta, time: float, rtol: float = 1e-9) -> int:
     if not math.isfinite(t):
         raise InvalidInput(f"time must be a finite number; got {time!r}")
     i = int(np.argmin(np.abs(times - t)))
+    # The one tolerance for "is this a stored time" (cutouts, filter, threshold, jobs): relative to the
+    # largest stored time, not to t, because stored times like 0.1 * k carry rounding of the axis' scale;
+    # a query of 0.0 (or a time near 0) on an axis reaching 1e3 is then judged like any other.
     scale = max(1.0, float(np.max(np.abs(times))))
     if abs(times[i] - t) <= rtol * scale:
         return i
@@ -292,8 +287,8 @@ def time_index(meta: DatasetMeta, time: float, rtol: float = 1e-9) -> int:
     below = times[times < t].max()
     above = times[times > t].min()
     raise OutOfDomain(
-        f"cutouts are taken at stored times only; time {t:g} lies between stored times {below:g} and "
-        f"{above:g}. Use one of those, or query points with temporal interpolation."
+        f"cutouts, filters and thresholds are taken at stored times only; time {t:g} lies between stored "
+        f"times {below:g} and {above:g}. Use one of those, or query points with temporal interpolation."
     )
 
 
@@ -458,6 +453,16 @@ def _check_time(t_index: int, ntimes: int) -> int:
     return t
 
 
+def _prepare(reader: ChunkSource, variable: str | CutoutPlan, t_index: int, x: RangeSpec, y: RangeSpec,
+             z: RangeSpec) -> tuple[CutoutPlan, int, list[_Run], list[_Run], list[_Run]]:
+    """The plan, the checked time index and the z, y, x chunk runs of one cutout read."""
+    meta = reader.meta
+    plan = variable if isinstance(variable, CutoutPlan) else plan_cutout(meta, variable, x, y, z)
+    t = _check_time(t_index, len(meta.times))
+    cz, cy, cx = meta.array_chunks(plan.variable)[1:4]
+    return plan, t, _runs(plan.z, cz), _runs(plan.y, cy), _runs(plan.x, cx)
+
+
 @dataclass(frozen=True)
 class CutoutBlock:
     """A z-slab of a cutout: ``data`` holds output z positions ``[z_start, z_start + len(data))``."""
@@ -466,15 +471,9 @@ class CutoutBlock:
     data: np.ndarray
 
 
-def iter_cutout_blocks(
-    reader: ChunkSource,
-    variable: str | CutoutPlan,
-    t_index: int,
-    x: RangeSpec = None,
-    y: RangeSpec = None,
-    z: RangeSpec = None,
-    max_bytes: int = DEFAULT_BLOCK_BYTES,
-) -> Iterator[CutoutBlock]:
+def iter_cutout_blocks(reader: ChunkSource, variable: str | CutoutPlan, t_index: int, x: RangeSpec = None,
+                       y: RangeSpec = None, z: RangeSpec = None,
+                       max_bytes: int = DEFAULT_BLOCK_BYTES) -> Iterator[CutoutBlock]:
     """Yield a cutout as z-slabs in order, each at most about ``max_bytes`` (at least one chunk layer).
 
     Parameters
@@ -492,11 +491,7 @@ def iter_cutout_blocks(
     ------
     CutoutBlock
     """
-    meta = reader.meta
-    plan = variable if isinstance(variable, CutoutPlan) else plan_cutout(meta, variable, x, y, z)
-    t = _check_time(t_index, len(meta.times))
-    cz, cy, cx = meta.array_chunks(plan.variable)[1:4]
-    zruns, yruns, xruns = _runs(plan.z, cz), _runs(plan.y, cy), _runs(plan.x, cx)
+    plan, t, zruns, yruns, xruns = _prepare(reader, variable, t_index, x, y, z)
     layer_bytes = 4 * plan.y.count * plan.x.count * len(plan.components)
     i = 0
     while i < len(zruns):
@@ -515,14 +510,8 @@ def _len(s: slice) -> int:
     return s.stop - s.start
 
 
-def read_cutout(
-    reader: ChunkSource,
-    variable: str | CutoutPlan,
-    t_index: int,
-    x: RangeSpec = None,
-    y: RangeSpec = None,
-    z: RangeSpec = None,
-) -> Cutout:
+def read_cutout(reader: ChunkSource, variable: str | CutoutPlan, t_index: int, x: RangeSpec = None,
+                y: RangeSpec = None, z: RangeSpec = None) -> Cutout:
     """Read a cutout of one variable at one stored time.
 
     Parameters
@@ -541,10 +530,7 @@ def read_cutout(
     Cutout
         ``data`` has shape (nz', ny', nx', ncomp), float32.
     """
-    meta = reader.meta
-    plan = variable if isinstance(variable, CutoutPlan) else plan_cutout(meta, variable, x, y, z)
-    t = _check_time(t_index, len(meta.times))
-    cz, cy, cx = meta.array_chunks(plan.variable)[1:4]
+    plan, t, zruns, yruns, xruns = _prepare(reader, variable, t_index, x, y, z)
     out = np.empty(plan.shape, dtype=np.float32)
-    _fill(out, reader, plan, t, _runs(plan.z, cz), _runs(plan.y, cy), _runs(plan.x, cx))
-    return Cutout(out, plan, float(meta.times[t]), t)
+    _fill(out, reader, plan, t, zruns, yruns, xruns)
+    return Cutout(out, plan, float(reader.meta.times[t]), t)

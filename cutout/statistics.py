@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labservice.storage.metadata import DatasetMeta
+from labservice.cutout.region import parse_range
+from labservice.storage.metadata import AXES, DatasetMeta
 
-AXES = ("x", "y", "z")
 MAX_EDGE = 64  # cutouts for the curves are strided down to about this many points per edge
 MAX_READ_BYTES = 256 << 20  # above this much chunk data, a page does not compute a curve on the fly
 
@@ -122,15 +122,21 @@ def _default_variable(meta: DatasetMeta) -> str:
     return "velocity" if "velocity" in meta.variables else sorted(meta.variables)[0]
 
 
+def _spectrum_curve(k: np.ndarray, e: np.ndarray, title: str, source: str, time: float | None = None) -> Curve:
+    """A log-log E(k) curve; points with k or E not positive cannot be drawn on it and are dropped."""
+    keep = (k > 0) & (e > 0)
+    return Curve("spectrum", k[keep], e[keep], "k", "E(k)", title, True, True, source, time)
+
+
 def touched_bytes(meta: DatasetMeta, variable: str, ranges: dict[str, str | None]) -> int:
-    """Bytes of the stored chunks a strided read of ``ranges`` (``"0:n:step"`` or None) decompresses."""
+    """Bytes of the stored chunks a read of ``ranges`` (cutout ranges, e.g. ``"0:n:step"``, or None)
+    decompresses."""
     var = meta.variables[variable]
     total = var.ncomp * np.dtype(var.dtype).itemsize
     for name, chunk in zip(AXES, meta.chunks, strict=True):
-        n = meta.grid.axis(name).size
-        step = 1 if ranges[name] is None else int(str(ranges[name]).split(":")[2])
-        chunks = len({i // chunk for i in range(0, n, step)})
-        total *= chunks * min(chunk, n)
+        axis = meta.grid.axis(name)
+        chunks = np.unique(parse_range(ranges[name], name, axis).indices() // chunk).size
+        total *= chunks * min(chunk, axis.size)
     return total
 
 
@@ -165,18 +171,7 @@ def flow_curve(
     stored = meta.extra.get("energy_spectrum")
     if isinstance(stored, dict) and "k" in stored and "E" in stored:
         k, e = np.asarray(stored["k"], dtype=float), np.asarray(stored["E"], dtype=float)
-        keep = (k > 0) & (e > 0)
-        return Curve(
-            "spectrum",
-            k[keep],
-            e[keep],
-            "k",
-            "E(k)",
-            f"{meta.id}: energy spectrum (stored)",
-            True,
-            True,
-            "metadata",
-        )
+        return _spectrum_curve(k, e, f"{meta.id}: energy spectrum (stored)", "metadata")
     from labservice.cutout.region import read_cutout
 
     variable = variable or _default_variable(meta)
@@ -192,20 +187,8 @@ def flow_curve(
     if not walls:
         lengths = tuple(float(ax.period) for ax in grid_axes)
         k, e = energy_spectrum(cut.data, lengths)  # type: ignore[arg-type]
-        keep = (k > 0) & (e > 0)
         what = "energy spectrum" if variable == "velocity" else f"spectrum of {variable}"
-        return Curve(
-            "spectrum",
-            k[keep],
-            e[keep],
-            "k",
-            "E(k)",
-            f"{meta.id}: {what}, t = {cut.time:.4g}",
-            True,
-            True,
-            "computed",
-            float(cut.time),
-        )
+        return _spectrum_curve(k, e, f"{meta.id}: {what}, t = {cut.time:.4g}", "computed", float(cut.time))
     axis = walls[0]
     coords, mean = mean_profile(cut.data, getattr(cut, axis), axis)
     return Curve(

@@ -15,7 +15,7 @@ HDF5 layout (one group per snapshot, the node's catalog row as attributes)::
     /snap_029 ...
 
 Small branches answer synchronously; large ones run as a ``branch-cutout`` batch job
-(:mod:`labservice.branch_jobs`) that writes the same file.
+(:mod:`labservice.jobs.kinds.branch`) that writes the same file.
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from labservice.datasets.yaml_file import read_yaml
 from labservice.errors import InvalidInput, LabError, NotFound
 from labservice.storage import open_store
 from labservice.storage.metadata import DatasetMeta
@@ -124,12 +124,7 @@ def load_catalog(yaml_path: str | os.PathLike[str]) -> dict[str, CatalogURL]:
         The file is not a list of entries, an entry has unknown keys, or two entries share an id.
     """
     path = Path(yaml_path)
-    if not path.is_file():
-        raise NotFound(f"catalog file {path} not found")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise InvalidInput(f"catalog {path} is not valid YAML: {exc}") from None
+    doc = read_yaml(path, "catalog")
     if isinstance(doc, dict) and "datasets" in doc:
         doc = doc["datasets"]
     if doc is None:

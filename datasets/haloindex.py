@@ -2,7 +2,7 @@
 
 The halo table stays sorted by depth-first id (tree queries are id ranges). Beside it, this index keeps the
 row numbers sorted by (snapshot, Morton key of the cell holding the halo centre) with a key-offset table,
-exactly like the particle index (:mod:`labservice.cutout.particles`): the halos of snapshot ``s`` in cell key
+exactly like the particle index (:mod:`labservice.storage.particles`): the halos of snapshot ``s`` in cell key
 ``k`` are ``order[offsets[s, k] : offsets[s, k + 1]]``. A ``near=`` or ``box=`` search turns into the few
 merged key ranges of the cells it overlaps (periodic wrap included) and the caller then tests only those
 candidate rows exactly, as Millennium's spatial index does with its Peano-Hilbert keys.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labservice.cutout.particles import cell_keys, cell_ranges
+from labservice.storage.particles import cell_keys, cell_ranges
 
 __all__ = ["HaloIndex", "index_level"]
 

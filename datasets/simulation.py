@@ -1,6 +1,6 @@
 """One built cosmology dataset opened for queries: snapshots, halo search, trees, mergers, particle cutouts, SQL.
 
-A :class:`Simulation` wraps a folder written by :func:`labservice.datasets.cosmo.ingest_snapshots`. It knows
+A :class:`Simulation` wraps a folder written by :func:`labservice.datasets.ingest.cosmology.ingest_snapshots`. It knows
 nothing of HTTP; the web routes (``labservice.routers.cosmology``) and notebooks call the same methods.
 :class:`SimulationRegistry` holds every simulation a server publishes.
 """
@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from labservice.cutout.particles import FIELDS as PARTICLE_FIELDS
-from labservice.cutout.particles import ParticleSnapshot, cell_ranges
 from labservice.datasets.haloindex import HaloIndex
 from labservice.datasets.treequery import KINDS, TreeTable
 from labservice.errors import InvalidInput, LabError, NotFound, unknown
+from labservice.storage.particles import FIELDS as PARTICLE_FIELDS
+from labservice.storage.particles import ParticleSnapshot, cell_ranges
 
 if TYPE_CHECKING:
     from labservice.datasets.sql import SqlEngine, SqlResult

@@ -1,6 +1,6 @@
 """Merger-tree queries by depth-first id ranges, and the pointer walk they replace.
 
-With ids numbered depth-first (see :mod:`labservice.datasets.trees`) every query is one or two contiguous row
+With ids numbered depth-first (see :mod:`labservice.datasets.ingest.trees`) every query is one or two contiguous row
 slices of the id-sorted halo table: progenitors ``[id, lastProgenitorId]``, main branch ``[id, mainLeafId]``,
 full tree ``[treeRootId, root.lastProgenitorId]``. :func:`walk_main_branch` and :func:`walk_descendants` follow
 one pointer per lookup, like a client of a REST API must; tests and the benchmark compare the two.

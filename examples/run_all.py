@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
+from labservice.devserver import ServeProcess
 
 HERE = Path(__file__).resolve().parent
 NOTEBOOKS = sorted(HERE.glob("[0-9][0-9]_*.ipynb"))
@@ -79,12 +78,6 @@ def execute(
     return time.perf_counter() - start
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _create_token(workdir: Path) -> str:
     """A token with the CLI's default limits (jobs allowed), issued the way a user would."""
     out = subprocess.run(
@@ -116,64 +109,15 @@ def private_server(data_dir: Path, workdir: Path | None = None) -> Iterator[dict
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="labservice-examples-")) if own else Path(workdir)
     token = _create_token(work)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {
-        **os.environ,
-        "LABSERVICE_TOKEN_DB": str(work / "tokens.sqlite"),
-        "LABSERVICE_SCRATCH_URL": str(work / "scratch"),
-    }
-    log = open(work / "server.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "labservice",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--data",
-            str(data_dir),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
+    env = {"LABSERVICE_TOKEN_DB": str(work / "tokens.sqlite"), "LABSERVICE_SCRATCH_URL": str(work / "scratch")}
+    server = ServeProcess(data_dir, env, work / "server.log")
     try:
-        _wait_healthy(url, proc, work / "server.log")
-        yield {"LABSERVICE_URL": url, "LABSERVICE_TOKEN": token}
+        server.wait_ready(SERVER_START_TIMEOUT, jobs=True)
+        yield {"LABSERVICE_URL": server.url, "LABSERVICE_TOKEN": token}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        log.close()
+        server.stop()
         if own:
             shutil.rmtree(work, ignore_errors=True)
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(
-                f"labservice serve exited ({proc.returncode}):\n{log_path.read_text()[-4000:]}"
-            )
-        try:
-            health = httpx.get(f"{url}/api/v1/health", timeout=5).json()
-            if health.get("jobs", {}).get("reachable"):
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(
-        f"labservice serve did not become healthy in {SERVER_START_TIMEOUT:.0f} s:\n"
-        f"{log_path.read_text()[-4000:]}"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,35 @@ How a block's array is obtained depends on how much of it the request needs:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from labservice.storage.base import FieldStore
+    from labservice.storage.metadata import DatasetMeta
+    from labservice.storage.reader import ChunkCache
 
 HALO = 4  # nodes beyond a block that any stencil may touch (fd8noint: 4 either side)
 DENSE_FRACTION = 0.5  # read (and cache) the whole padded box when the stencils cover this much of it
+
+
+class RegionSource(Protocol):
+    """What the point engine reads from; :class:`labservice.storage.ChunkReader` satisfies it.
+
+    ``cache`` keeps whole padded blocks, keyed on ``store.cache_token`` so a write invalidates them; a
+    source that must not cache (a wrapper counting reads, say) sets ``cache = None``.
+    """
+
+    store: FieldStore
+    cache: ChunkCache | None
+
+    @property
+    def meta(self) -> DatasetMeta: ...
+
+    def region(self, variable: str, t: int, lo, hi) -> np.ndarray:
+        """The box ``[lo, hi)`` (z, y, x; periodic axes wrap) of grid values, shape (nz, ny, nx, nc)."""
+        ...
 
 
 class BlockLayout:
@@ -108,7 +133,7 @@ class BlockLayout:
         return lo, hi
 
 
-def block_array(source, layout: BlockLayout, t: int, block_id: int, need) -> tuple[np.ndarray, np.ndarray]:
+def block_array(source: RegionSource, layout: BlockLayout, t: int, block_id: int, need) -> tuple[np.ndarray, np.ndarray]:
     """Values covering what one block's points need: ``(array, origin)``.
 
     ``array`` is a read-only C-contiguous (nz, ny, nx, nc) array, float32 when stored so (the kernels
@@ -120,14 +145,11 @@ def block_array(source, layout: BlockLayout, t: int, block_id: int, need) -> tup
     reads just the needed box.
     """
     variable = layout.variable
-    cache = getattr(source, "cache", None)
-    store = getattr(source, "store", None)
+    cache = source.cache
     lo, hi = layout.padded_box(block_id)
     key = None
-    if cache is not None and store is not None:
-        from labservice.storage.reader import cache_token
-
-        key = (cache_token(store), "interpolation-block", variable, int(t), int(block_id),
+    if cache is not None:
+        key = (source.store.cache_token, "interpolation-block", variable, int(t), int(block_id),
                layout.edge_key, HALO)
         a = cache.get(key)
         if a is not None:

@@ -59,6 +59,7 @@ def lambda2(G: np.ndarray) -> np.ndarray:
     return np.linalg.eigvalsh(M)[..., 1]
 
 
+# Output column names of each derived quantity (labservice.interpolation.operators.component_names).
 DERIVED = {
     "vorticity": ["wx", "wy", "wz"],
     "q_criterion": ["Q"],
@@ -68,10 +69,6 @@ DERIVED = {
     "enstrophy": ["enstrophy"],
     "lambda2": ["lambda2"],
 }
-
-
-def component_names(name: str) -> list[str]:
-    return list(DERIVED[name])
 
 
 def compute(name: str, G: np.ndarray, nu: float | None = None) -> np.ndarray:

@@ -23,15 +23,15 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
 
 import numba
 import numpy as np
 
 from labservice.errors import InvalidInput, OutOfDomain, unknown
 from labservice.interpolation import kernels, workspace
-from labservice.interpolation.blocks import BlockLayout, block_array
-from labservice.interpolation.weights import METHODS, AxisArrays, Method
+from labservice.interpolation.blocks import BlockLayout, RegionSource, block_array
+from labservice.interpolation.methods import METHODS, Method
+from labservice.interpolation.placement import AxisArrays
 
 DEFAULT_BATCH = 1 << 20  # points per batch: bounds the per-batch placement and evaluation-order arrays
 DEFAULT_BLOCK = 128  # target edge (in nodes) of a block; its padded box is what a kernel call reads
@@ -58,15 +58,6 @@ def _forget_pool() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_pool)
-
-
-class RegionSource(Protocol):
-    """What the engine reads from: :class:`labservice.storage.ChunkReader` satisfies it."""
-
-    @property
-    def meta(self): ...
-
-    def region(self, variable: str, t: int, lo, hi) -> np.ndarray: ...
 
 
 @dataclass
@@ -165,13 +156,42 @@ def check_method(meta, method: Method, nder: int) -> None:
             )
 
 
-def as_points(points) -> np.ndarray:
-    """Validate user points into a C-contiguous float64 (N, 3) array (x, y, z)."""
-    p = np.ascontiguousarray(points, dtype=np.float64)
-    if p.ndim == 1 and p.size == 3:
+def as_points(points, strict: bool = False) -> np.ndarray:
+    """Validate user points into a C-contiguous float64 (N, 3) array (x, y, z).
+
+    Parameters
+    ----------
+    points : array_like
+        (N, 3) coordinates; in-process callers may also pass one (3,) point.
+    strict : bool
+        For request bodies: also refuse a (3,) point, an empty array and NaN or inf. In-process, those
+        pass, so that :meth:`PointEvaluator.check` names the bad point and ``Dataset.inside`` answers False.
+
+    Raises
+    ------
+    InvalidInput
+        With a message naming ``points`` and what to change.
+    """
+    if isinstance(points, np.ndarray):
+        if points.dtype.kind not in "fiu":
+            raise InvalidInput(f"points must hold numbers; got dtype {points.dtype}")
+        p = np.ascontiguousarray(points, dtype=np.float64)
+    else:
+        try:
+            p = np.ascontiguousarray(points, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidInput("points must be a list of [x, y, z] number triples") from None
+    if strict and p.size == 0:
+        raise InvalidInput("points is empty; send at least one [x, y, z] point")
+    if not strict and p.ndim == 1 and p.size == 3:
         p = p.reshape(1, 3)
     if p.ndim != 2 or p.shape[1] != 3:
-        raise InvalidInput(f"points must have shape (N, 3) with columns x, y, z; got shape {p.shape}")
+        raise InvalidInput(f"points must have shape (N, 3), one [x, y, z] per row; got shape {tuple(p.shape)}")
+    if strict:
+        bad = ~np.isfinite(p)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise InvalidInput(f"points must be finite numbers; row {row} is {p[row].tolist()} (NaN or inf)")
     return p
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from labservice.errors import InvalidInput, OutOfDomain
 from labservice.interpolation.engine import PointEvaluator, RegionSource, as_points
-from labservice.interpolation.weights import FD_FIRST
+from labservice.interpolation.methods import FD_FIRST
 
 MAX_WIDTH = 255
 _FD4 = FD_FIRST[0, :5].copy()

@@ -32,24 +32,25 @@ from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from labservice.interpolation.simd import contract
-from labservice.interpolation.weights import (
+from labservice.interpolation.methods import (
     FD4LAG4,
     LAG4,
     LAG6,
     LAG8,
     LAG_INV_DEN,
-    SCRATCH_ROWS,
     TRILINEAR,
     WMAX,
+    method_offset,
+    method_width,
+)
+from labservice.interpolation.placement import place, place_uniform
+from labservice.interpolation.simd import contract
+from labservice.interpolation.weights import (
+    SCRATCH_ROWS,
     axis_weights,
     fd4lag4_uniform,
     lagrange_stretched,
-    method_offset,
-    method_width,
     node_weights,
-    place,
-    place_uniform,
 )
 
 TASK = 1024  # points per parallel task of the placement kernels
@@ -101,7 +102,7 @@ def place_points(code, points, n, periodic, uniform, x0, dx, period, coords, sta
     and for naming the axis of an outside point (point evaluation needs only :func:`sort_keys`).
 
     ``start`` (N, 3) int64, ``u`` (N, 3) float64 and ``status`` (N, 3) int8 are filled per axis (x, y, z)
-    as :func:`~labservice.interpolation.weights.place_axis` says (status 2: outside the domain).
+    as :func:`~labservice.interpolation.placement.place` says (status 2: outside the domain).
     """
     npts = points.shape[0]
     for b in numba.prange((npts + TASK - 1) // TASK):

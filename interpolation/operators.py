@@ -41,19 +41,34 @@ def finish(values: np.ndarray, operator: str) -> np.ndarray:
     raise unknown("operator", operator, OPERATORS, error=InvalidInput)
 
 
+# Output columns per input component, in C order of the trailing axes; "{c}" is the component's name.
+_COLUMNS = {
+    "field": ("{c}",),
+    "gradient": tuple(f"d{{c}}/d{x}" for x in "xyz"),
+    "hessian": tuple(f"d2{{c}}/d{p[0]}d{p[1]}" for p in HESSIAN_PAIRS),
+    "laplacian": ("lap({c})",),
+}
+
+
 def component_names(components: list[str], operator: str, variable: str = "") -> list[str]:
     """Names of the output columns, e.g. ``["dux/dx", "dux/dy", ...]`` for a velocity gradient.
 
-    The trailing axes of the result flatten, in C order, to this list.
+    The trailing axes of the result flatten, in C order, to this list. Derived quantities have fixed
+    names (``["wx", "wy", "wz"]`` for vorticity) whatever the components. ``variable`` is unused; it
+    stays for callers that pass it.
     """
-    if operator == "field":
-        return list(components)
-    if operator == "gradient":
-        return [f"d{c}/d{x}" for c in components for x in "xyz"]
-    if operator == "hessian":
-        return [f"d2{c}/d{p[0]}d{p[1]}" for c in components for p in HESSIAN_PAIRS]
-    if operator == "laplacian":
-        return [f"lap({c})" for c in components]
+    if operator in _COLUMNS:
+        return [col.format(c=c) for c in components for col in _COLUMNS[operator]]
     if operator in derived.DERIVED:
-        return derived.component_names(operator)
+        return list(derived.DERIVED[operator])
+    raise unknown("operator", operator, all_operators(), error=InvalidInput)
+
+
+def output_width(operator: str, ncomp: int) -> int:
+    """Output values per point of ``operator`` on an ``ncomp``-component variable (the length of
+    :func:`component_names`), e.g. 9 for the gradient of a velocity, 6 for its strain rate."""
+    if operator in _COLUMNS:
+        return int(ncomp) * len(_COLUMNS[operator])
+    if operator in derived.DERIVED:
+        return len(derived.DERIVED[operator])
     raise unknown("operator", operator, all_operators(), error=InvalidInput)

@@ -13,12 +13,16 @@ f0 or f3 does not exist, the missing half of the slope is dropped (the one-sided
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from labservice.errors import InvalidInput, LimitExceeded, OutOfDomain, unknown
 
 TEMPORAL_METHODS = ("none", "linear", "pchip")
-MAX_SERIES = 100_000  # times in one series; a guard against a mistyped step
+MAX_SERIES = 100_000  # times in one series (or positions kept per particle); a guard against a mistyped step
+# Counts past this are refused by every limit anyway; capping keeps int() finite for tiny steps.
+_HUGE_COUNT = 10**15
 
 
 def _check_time(times: np.ndarray, t: float) -> None:
@@ -82,15 +86,39 @@ def time_weights(times, t: float, method: str = "none") -> dict[int, float]:
     return w
 
 
-def series(start: float, end: float, step: float) -> np.ndarray:
-    """The times ``start, start + step, ...`` up to ``end`` inclusive (within 1e-9 of a step)."""
-    if not (np.isfinite(start) and np.isfinite(end) and np.isfinite(step)) or step <= 0 or end < start:
+def steps_in(span: float, step: float) -> int:
+    """floor(|span| / step), to within 1e-9 of a step; capped at 10**15 so that a tiny step cannot overflow.
+
+    The one rounding rule for "how many steps fit": series lengths, output counts, integration steps.
+    """
+    ratio = abs(span) / step
+    if not math.isfinite(ratio) or ratio > _HUGE_COUNT:
+        return _HUGE_COUNT
+    return int(math.floor(ratio + 1e-9))
+
+
+def series_length(start: float, end: float, step: float, limit: int = MAX_SERIES) -> int:
+    """How many times ``start, start + step, ...`` up to ``end`` (inclusive, within 1e-9 of a step) holds.
+
+    Raises
+    ------
+    InvalidInput
+        Unless ``start <= end``, ``step > 0`` and all three are finite.
+    LimitExceeded
+        When the series holds more than ``limit`` (:data:`MAX_SERIES`) times.
+    """
+    if not (math.isfinite(start) and math.isfinite(end) and math.isfinite(step)) or step <= 0 or end < start:
         raise InvalidInput(f"a time series needs start <= end and step > 0; got ({start}, {end}, {step})")
-    count = int(np.floor((end - start) / step + 1e-9)) + 1
-    if count > MAX_SERIES:
-        raise LimitExceeded(f"a time series may have at most {MAX_SERIES} times; ({start}, {end}, {step}) "
+    count = steps_in(end - start, step) + 1
+    if count > limit:
+        raise LimitExceeded(f"a time series may have at most {limit} times; ({start}, {end}, {step}) "
                             f"gives {count}. Use a larger step.")
-    return start + step * np.arange(count)
+    return count
+
+
+def series(start: float, end: float, step: float) -> np.ndarray:
+    """The times ``start, start + step, ...`` up to ``end`` inclusive (see :func:`series_length`)."""
+    return start + step * np.arange(series_length(start, end, step))
 
 
 def time_weight_matrix(times, query_times, method: str = "none") -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from labservice.errors import InvalidInput, LimitExceeded, OutOfDomain, unknown
+from labservice.errors import InvalidInput, LimitExceeded, unknown
 from labservice.interpolation import derived
 from labservice.interpolation.engine import PointEvaluator, RegionSource
 
@@ -32,21 +32,14 @@ class ThresholdResult:
 
 
 def _range(spec, axis, name: str) -> np.ndarray:
-    n = axis.size
-    if spec is None:
-        return np.arange(n)
-    if len(spec) != 2:
-        raise InvalidInput(f"{name} range must be (start, stop) grid indices; got {spec!r}")
-    start, stop = int(spec[0]), int(spec[1])
-    if stop <= start:
-        raise InvalidInput(f"{name} range needs stop > start; got ({start}, {stop})")
-    if axis.periodic:
-        if stop - start > n:
-            raise InvalidInput(f"{name} range covers more than the {n} nodes of the axis; got ({start}, {stop})")
-        return np.arange(start, stop) % n
-    if start < 0 or stop > n:
-        raise OutOfDomain(f"{name} range must lie in [0, {n}] on the non-periodic {name} axis; got ({start}, {stop})")
-    return np.arange(start, stop)
+    """Wrapped node indices of one axis of the box (the cutouts' range syntax and checks)."""
+    # imported here: importing labservice.cutout loads its format writers
+    from labservice.cutout.region import parse_range
+
+    r = parse_range(spec, name, axis)
+    if r.periodic and r.count > r.size:  # a wrapped node would be reported twice
+        raise InvalidInput(f"{name} range covers more than the {r.size} nodes of the axis; got {r.as_text()}")
+    return r.indices()
 
 
 def scalar_at(ev: PointEvaluator, t_index: int, points: np.ndarray, scalar: str, nu: float | None) -> np.ndarray:
@@ -65,8 +58,9 @@ def scalar_at(ev: PointEvaluator, t_index: int, points: np.ndarray, scalar: str,
 def threshold(source: RegionSource, variable: str, t_index: int, value: float, x=None, y=None, z=None,
               scalar: str = "norm", spatial: str = "fd4noint", max_points: int = DEFAULT_MAX_POINTS,
               nu: float | None = None) -> ThresholdResult:
-    """Nodes in the box ``x``, ``y``, ``z`` (index ranges ``(start, stop)``, stop exclusive, wrapping on
-    periodic axes; whole axis when None) where ``scalar`` >= ``value``.
+    """Nodes in the box ``x``, ``y``, ``z`` (index ranges as for cutouts: ``(start, stop[, step])`` or
+    ``"start:stop:step"``, stop exclusive, wrapping on periodic axes; whole axis when None) where
+    ``scalar`` >= ``value``.
 
     Parameters
     ----------

@@ -5,6 +5,9 @@ axis this module returns the first node index ``start`` of the stencil and three
 nodes ``start .. start + width - 1``: the value weights and the weights of the first and second
 derivatives (in physical units). Kernels in :mod:`labservice.interpolation.kernels` contract those vectors
 with the stored data; they call :func:`axis_weights` for each point, so nothing is tabulated or quantised.
+The method table and exact coefficients are in :mod:`~labservice.interpolation.methods`, the placement of a
+coordinate on an axis in :mod:`~labservice.interpolation.placement`; the names callers use are importable
+from here too (``METHODS``, ``FD_FIRST``, ``AxisArrays``, ``place``, ...).
 
 Methods (JHTDB's names):
 
@@ -22,164 +25,49 @@ coordinates.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from fractions import Fraction
-
 import numba
 import numpy as np
 
-WMAX = 9  # widest stencil (fd8noint)
-
-# Method codes shared with the numba kernels.
-NONE, TRILINEAR, LAG4, LAG6, LAG8, M1Q4, M2Q8, FD4, FD6, FD8, FD4LAG4 = range(11)
-
-# Kinds of stencil.
-_NEAREST, _LAGRANGE, _SPLINE, _FDNOINT, _FDLAG = range(5)
-
-
-@dataclass(frozen=True)
-class Method:
-    """One spatial method: its code, stencil width, the derivative order it supports and its accuracy.
-
-    ``order`` is the theoretical convergence order of the value, ``order_d1`` of first derivatives and
-    ``order_d2`` of second derivatives at arbitrary points (0 when the method cannot give them).
-    """
-
-    name: str
-    code: int
-    width: int
-    max_derivative: int
-    uniform_only: bool
-    order: int
-    order_d1: int
-    order_d2: int
-    description: str
-
-
-METHODS: dict[str, Method] = {
-    m.name: m
-    for m in (
-        Method("none", NONE, 1, 0, False, 1, 0, 0, "value at the nearest grid node"),
-        Method("trilinear", TRILINEAR, 2, 1, False, 2, 1, 0, "tensor-product linear interpolation"),
-        Method("lag4", LAG4, 4, 2, False, 4, 3, 2, "4-point Lagrange polynomial per axis"),
-        Method("lag6", LAG6, 6, 2, False, 6, 5, 4, "6-point Lagrange polynomial per axis"),
-        Method("lag8", LAG8, 8, 2, False, 8, 7, 6, "8-point Lagrange polynomial per axis"),
-        Method("m1q4", M1Q4, 4, 2, True, 3, 2, 1, "C1 cubic spline (Catmull-Rom), uniform axes"),
-        Method("m2q8", M2Q8, 8, 2, True, 6, 5, 4, "C2 quintic spline, uniform axes"),
-        Method("fd4noint", FD4, 5, 2, False, 1, 4, 4, "4th-order centred differences at the nearest node"),
-        Method("fd6noint", FD6, 7, 2, False, 1, 6, 6, "6th-order centred differences at the nearest node"),
-        Method("fd8noint", FD8, 9, 2, False, 1, 8, 8, "8th-order centred differences at the nearest node"),
-        Method("fd4lag4", FD4LAG4, 8, 2, False, 4, 4, 4, "FD4 derivatives at nodes, then lag4 interpolation"),
-    )
-}
-
-# Exact centred stencils, offsets -m..m (from the reference notes; second derivatives are the standard
-# centred second differences of the same order).
-_FD1 = {
-    4: [Fraction(1, 12), Fraction(-2, 3), 0, Fraction(2, 3), Fraction(-1, 12)],
-    6: [Fraction(-1, 60), Fraction(3, 20), Fraction(-3, 4), 0, Fraction(3, 4), Fraction(-3, 20), Fraction(1, 60)],
-    8: [Fraction(1, 280), Fraction(-4, 105), Fraction(1, 5), Fraction(-4, 5), 0,
-        Fraction(4, 5), Fraction(-1, 5), Fraction(4, 105), Fraction(-1, 280)],
-}
-_FD2 = {
-    4: [Fraction(-1, 12), Fraction(4, 3), Fraction(-5, 2), Fraction(4, 3), Fraction(-1, 12)],
-    6: [Fraction(1, 90), Fraction(-3, 20), Fraction(3, 2), Fraction(-49, 18), Fraction(3, 2), Fraction(-3, 20),
-        Fraction(1, 90)],
-    8: [Fraction(-1, 560), Fraction(8, 315), Fraction(-1, 5), Fraction(8, 5), Fraction(-205, 72),
-        Fraction(8, 5), Fraction(-1, 5), Fraction(8, 315), Fraction(-1, 560)],
-}
-
-
-def _table(rows: dict[int, list]) -> np.ndarray:
-    out = np.zeros((3, WMAX))
-    for r, n in enumerate((4, 6, 8)):
-        out[r, : len(rows[n])] = [float(v) for v in rows[n]]
-    return out
-
-
-FD_FIRST = _table(_FD1)  # row 0: fd4, 1: fd6, 2: fd8
-FD_SECOND = _table(_FD2)
-
-# Spline weight polynomials: M[k, p] is the coefficient of f**p in the weight of node i + k + kmin.
-M1Q4_COEF = np.array(
-    [[0, -1 / 2, 1, -1 / 2], [1, 0, -5 / 2, 3 / 2], [0, 1 / 2, 2, -3 / 2], [0, 0, -1 / 2, 1 / 2]], dtype=np.float64
+from labservice.interpolation.methods import (
+    FD4,
+    FD4LAG4,
+    FD6,
+    FD8,
+    FD_FIRST,
+    FD_FIRST_T,
+    FD_SECOND,
+    FD_SECOND_T,
+    LAG8,
+    LAG_INV_DEN,
+    LAG_INV_DEN_T,
+    M1Q4,
+    M1Q4_COEF,
+    M1Q4_T,
+    M2Q8,
+    M2Q8_COEF,
+    M2Q8_T,
+    METHODS,
+    NONE,
+    TRILINEAR,
+    WMAX,
+    is_nearest,
+    method_width,
 )
-_M2Q8 = [
-    [0, Fraction(-1, 60), Fraction(1, 180), Fraction(1, 12), Fraction(-7, 60), Fraction(2, 45)],
-    [0, Fraction(3, 20), Fraction(-3, 40), Fraction(-217, 360), Fraction(61, 72), Fraction(-23, 72)],
-    [0, Fraction(-3, 4), Fraction(3, 4), Fraction(63, 40), Fraction(-51, 20), Fraction(39, 40)],
-    [1, 0, Fraction(-49, 36), Fraction(-13, 6), Fraction(25, 6), Fraction(-59, 36)],
-    [0, Fraction(3, 4), Fraction(3, 4), Fraction(17, 9), Fraction(-145, 36), Fraction(59, 36)],
-    [0, Fraction(-3, 20), Fraction(-3, 40), Fraction(-9, 8), Fraction(93, 40), Fraction(-39, 40)],
-    [0, Fraction(1, 60), Fraction(1, 180), Fraction(49, 120), Fraction(-3, 4), Fraction(23, 72)],
-    [0, 0, 0, Fraction(-11, 180), Fraction(19, 180), Fraction(-2, 45)],
-]
-M2Q8_COEF = np.array([[float(v) for v in row] for row in _M2Q8], dtype=np.float64)
+from labservice.interpolation.placement import (
+    AxisArrays,
+    node_coord,
+    place,
+    place_uniform,
+    uniform_index,
+    wrap_coordinate,
+)
 
-# Points closer than this (in cells) to a node on a uniform axis are put on the node, so that node
-# coordinates computed as x0 + i*dx reproduce stored values exactly despite round-off in x/dx.
-SNAP = 1e-10
 SCRATCH_ROWS = 13  # rows of the per-thread scratch array axis_weights needs
-
-
-@dataclass(frozen=True)
-class AxisArrays:
-    """The three grid axes (x, y, z) packed as arrays for the numba kernels."""
-
-    n: np.ndarray  # int64[3]
-    periodic: np.ndarray  # int64[3]
-    uniform: np.ndarray  # int64[3]
-    x0: np.ndarray  # float64[3]
-    dx: np.ndarray  # float64[3] (1.0 on non-uniform axes)
-    period: np.ndarray  # float64[3] (0 on non-periodic axes)
-    coords: np.ndarray  # float64[3, max n], node coordinates, padded
-
-    @classmethod
-    def from_grid(cls, grid) -> AxisArrays:
-        """Build from a :class:`labservice.storage.metadata.Grid`."""
-        axes = [grid.x, grid.y, grid.z]
-        nmax = max(a.size for a in axes)
-        coords = np.zeros((3, nmax))
-        for i, a in enumerate(axes):
-            c = a.coords()
-            coords[i, : c.size] = c
-            coords[i, c.size :] = c[-1]
-        return cls(
-            n=np.array([a.size for a in axes], dtype=np.int64),
-            periodic=np.array([int(a.periodic) for a in axes], dtype=np.int64),
-            uniform=np.array([int(a.uniform) for a in axes], dtype=np.int64),
-            x0=np.array([a.coords()[0] for a in axes], dtype=np.float64),
-            dx=np.array([float(a.step) if a.uniform else 1.0 for a in axes], dtype=np.float64),
-            period=np.array([a.period or 0.0 for a in axes], dtype=np.float64),
-            coords=coords,
-        )
-
-    def as_tuple(self) -> tuple:
-        return (self.n, self.periodic, self.uniform, self.x0, self.dx, self.period, self.coords)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # numba building blocks
 # ---------------------------------------------------------------------------------------------------------
-@numba.njit(cache=True, inline="always")
-def method_width(code):
-    if code == NONE:
-        return 1
-    if code == TRILINEAR:
-        return 2
-    if code == LAG4 or code == M1Q4:
-        return 4
-    if code == LAG6:
-        return 6
-    if code == FD4:
-        return 5
-    if code == FD6:
-        return 7
-    if code == FD8:
-        return 9
-    return 8  # LAG8, M2Q8, FD4LAG4
-
-
 @numba.njit(cache=True)
 def lagrange_weights(u, m, t, w, nder, sc):
     """Lagrange basis weights on nodes ``u[:m]`` at ``t``, and their first/second derivatives.
@@ -249,17 +137,6 @@ def spline_weights(coef, f, w, nder):
         w[2, k] = d2
 
 
-def _denominators() -> np.ndarray:
-    out = np.zeros((WMAX + 1, WMAX))
-    for m in range(1, WMAX + 1):
-        for j in range(m):
-            out[m, j] = 1.0 / np.prod([j - k for k in range(m) if k != j], dtype=np.float64)
-    return out
-
-
-LAG_INV_DEN = _denominators()  # 1 / prod_{k != j} (j - k) for nodes 0..m-1
-
-
 @numba.njit(cache=True, inline="always")
 def _lagrange_uniform_values(m, t, w):
     """Value weights on nodes 0..m-1 at t (index units): prefix/suffix products, constant denominators."""
@@ -281,115 +158,6 @@ def _lagrange_uniform_values(m, t, w):
         w[0, hit] = 1.0
 
 
-@numba.njit(cache=True, inline="always")
-def node_coord(a, j, n, periodic, uniform, x0, dx, period, coords):
-    """Physical coordinate of node j on axis a, unwrapping periodic indices outside [0, n)."""
-    if uniform[a]:
-        return x0[a] + j * dx[a]
-    nn = n[a]
-    if periodic[a]:
-        q = j // nn
-        return coords[a, j - q * nn] + q * period[a]
-    return coords[a, j]
-
-
-@numba.njit(cache=True, inline="always")
-def wrap_coordinate(x, c0, period):
-    """x moved by whole periods into [c0, c0 + period) (a periodic stretched axis starting at c0)."""
-    xs = c0 + (x - c0) - period * np.floor((x - c0) / period)
-    if xs >= c0 + period:
-        xs = c0
-    return xs
-
-
-@numba.njit(cache=True)
-def locate(a, x, nearest, n, periodic, uniform, x0, dx, period, coords):
-    """Cell (or nearest node) of coordinate x on axis a.
-
-    Returns ``(i, t, status)``: ``i`` the node index (lower node of the cell, or nearest node when
-    ``nearest``), ``t`` the position in index units for uniform axes (or the wrapped physical coordinate
-    for non-uniform axes), ``status`` 0 inside, 2 outside a non-periodic domain or not finite.
-    """
-    nn = n[a]
-    if not np.isfinite(x):
-        return 0, 0.0, 2
-    if uniform[a]:
-        t = (x - x0[a]) / dx[a]
-        if periodic[a]:
-            t = t - nn * np.floor(t / nn)
-            if t >= nn:
-                t = 0.0
-        r = np.floor(t + 0.5)
-        if abs(t - r) <= SNAP * max(1.0, abs(t)):
-            t = r
-            if periodic[a] and t >= nn:
-                t = 0.0
-        if not periodic[a]:
-            if t < 0.0 or t > nn - 1:
-                return 0, t, 2
-        if nearest:
-            i = int(np.floor(t + 0.5))
-            if periodic[a] and i >= nn:
-                i -= nn
-            return i, t, 0
-        i = int(np.floor(t))
-        if not periodic[a] and i >= nn - 1:
-            i = nn - 2 if nn >= 2 else 0
-        return i, t, 0
-    # non-uniform: wrap, then binary search
-    xs = x
-    if periodic[a]:
-        xs = wrap_coordinate(x, coords[a, 0], period[a])
-    elif xs < coords[a, 0] or xs > coords[a, nn - 1]:
-        return 0, xs, 2
-    lo = 0
-    hi = nn - 1
-    if xs >= coords[a, nn - 1]:
-        lo = nn - 1
-    else:
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if coords[a, mid] <= xs:
-                lo = mid
-            else:
-                hi = mid
-    i = lo
-    if not periodic[a] and i >= nn - 1:
-        i = nn - 2 if nn >= 2 else 0
-    if nearest:
-        right = node_coord(a, i + 1, n, periodic, uniform, x0, dx, period, coords)
-        if right - xs < xs - coords[a, i]:
-            i += 1
-            if periodic[a] and i >= nn:
-                i -= nn
-    return i, xs, 0
-
-
-@numba.njit(cache=True)
-def place(code, a, x, n, periodic, uniform, x0, dx, period, coords):
-    """Stencil placement only: ``(i, t, start, status)`` (see :func:`axis_weights`), no weights."""
-    width = method_width(code)
-    nearest = code == NONE or code == FD4 or code == FD6 or code == FD8
-    i, t, status = locate(a, x, nearest, n, periodic, uniform, x0, dx, period, coords)
-    if status == 2:
-        return i, t, 0, 2
-    if nearest:
-        start = i - width // 2
-    elif code == FD4LAG4:
-        start = i - 3
-    else:
-        start = i - (width // 2 - 1)
-    if not periodic[a]:
-        nn = n[a]
-        if start < 0:
-            start = 0
-            status = 1
-        elif start + width > nn:
-            start = nn - width
-            status = 1
-    return i, t, start, status
-
-
 @numba.njit(cache=True)
 def axis_weights(code, a, x, nder, n, periodic, uniform, x0, dx, period, coords, w, sc):
     """Stencil start and weights of method ``code`` for coordinate x on axis a.
@@ -406,7 +174,7 @@ def axis_weights(code, a, x, nder, n, periodic, uniform, x0, dx, period, coords,
     for r in range(nder + 1):
         for k in range(width):
             w[r, k] = 0.0
-    nearest = code == NONE or code == FD4 or code == FD6 or code == FD8
+    nearest = is_nearest(code)
     if nder == 0 and uniform[a] and status == 0 and code >= TRILINEAR and code <= LAG8:
         _lagrange_uniform_values(width, t - start, w)
         return start, status
@@ -497,82 +265,6 @@ def _fdlag_weights(a, i, t, start, nder, n, periodic, uniform, x0, dx, period, c
 # ---------------------------------------------------------------------------------------------------------
 # Hot path: placement once per point, then closed-form weights from the placement
 # ---------------------------------------------------------------------------------------------------------
-@numba.njit(cache=True, inline="always")
-def method_offset(code):
-    """Stencil nodes before the base node (the cell's lower node, or the nearest node for fd*noint/none)."""
-    if code == NONE or code == FD4 or code == FD6 or code == FD8:
-        return method_width(code) // 2
-    if code == FD4LAG4:
-        return 3
-    return method_width(code) // 2 - 1
-
-
-# Tables as flat tuples: numba freezes them as constants, so the scalar functions below touch no arrays
-# (passing arrays into functions costs reference-count updates per call, which dominated the hot loop).
-_INV_DEN_T = tuple(float(v) for v in LAG_INV_DEN.ravel())
-_FD1_T = tuple(float(v) for v in FD_FIRST.ravel())
-_FD2_T = tuple(float(v) for v in FD_SECOND.ravel())
-_M1Q4_T = tuple(float(v) for v in M1Q4_COEF.ravel())
-_M2Q8_T = tuple(float(v) for v in M2Q8_COEF.ravel())
-
-
-@numba.njit(cache=True, inline="always")
-def uniform_index(x, nn, periodic, x0, h):
-    """Position of coordinate x in index units on a uniform axis (nn nodes from x0, spacing h), wrapped
-    into [0, nn) on a periodic axis and snapped to a node within :data:`SNAP`: ``(t, inside)``, inside
-    False when x is not finite or outside a non-periodic axis. :func:`locate`'s rules, scalars only."""
-    if not np.isfinite(x):
-        return 0.0, False
-    t = (x - x0) / h
-    if periodic and not (0.0 <= t < nn):  # wrap (skipped for the usual point inside the period)
-        t = t - nn * np.floor(t / nn)
-        if t >= nn:
-            t = 0.0
-    r = np.floor(t + 0.5)
-    if abs(t - r) <= SNAP * max(1.0, abs(t)):
-        t = r
-        if periodic and t >= nn:
-            t = 0.0
-    if not periodic and (t < 0.0 or t > nn - 1):
-        return t, False
-    return t, True
-
-
-@numba.njit(cache=True, inline="always")
-def place_uniform(code, x, nn, periodic, x0, h):
-    """Placement of coordinate x on a uniform axis (nn nodes from x0, spacing h): ``(start, u, status)``.
-
-    ``start`` is the first stencil node (``start + method_offset`` lies in [0, nn)), ``status`` 0
-    interior, 1 shifted at a wall, 2 outside (or not finite), and ``u`` the position in index units
-    relative to ``start`` (for nearest-node methods the node itself, an integer): all the closed-form
-    weights need. Same rules as :func:`place` (snapping, wrapping, wall shifts); scalars only.
-    """
-    t, inside = uniform_index(x, nn, periodic, x0, h)
-    if not inside:
-        return 0, 0.0, 2
-    width = method_width(code)
-    nearest = code == NONE or code == FD4 or code == FD6 or code == FD8
-    if nearest:
-        i = int(np.floor(t + 0.5))
-        if periodic and i >= nn:
-            i -= nn
-    else:
-        i = int(np.floor(t))
-        if not periodic and i >= nn - 1:
-            i = nn - 2 if nn >= 2 else 0
-    start = i - method_offset(code)
-    status = 0
-    if not periodic:
-        if start < 0:
-            start = 0
-            status = 1
-        elif start + width > nn:
-            start = nn - width
-            status = 1
-    u = float(i - start) if nearest else t - start
-    return start, u, status
-
-
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def lagrange_stretched(code, a, x, start, nder, n, periodic, uniform, x0, dx, period, coords, w, sc):
     """Weights of a Lagrange method (trilinear, lag4/6/8) at coordinate x on the stretched axis a, over
@@ -657,7 +349,7 @@ def lagrange_node(W, j, u, nder):
             if nder >= 1:
                 p1 = p1 * d + p0
             p0 = p0 * d
-    c = _INV_DEN_T[W * WMAX + j]
+    c = LAG_INV_DEN_T[W * WMAX + j]
     v = p0 * c
     if u == j:
         v = 1.0
@@ -678,7 +370,7 @@ def node_weights(code, W, j, u, status, nder):
             return v, 0.0, 0.0
         if status == 0:
             row = (code - FD4) * WMAX
-            return v, _FD1_T[row + j], _FD2_T[row + j]
+            return v, FD_FIRST_T[row + j], FD_SECOND_T[row + j]
         _, d1, d2 = lagrange_node(W, j, u, nder)
         return v, d1, d2
     if status == 0 and (code == M1Q4 or code == M2Q8):
@@ -690,7 +382,7 @@ def node_weights(code, W, j, u, status, nder):
         for q in range(deg - 1, -1, -1):  # Horner, with derivatives
             d2 = d2 * f + 2.0 * d1
             d1 = d1 * f + v
-            v = v * f + (_M1Q4_T[j * 4 + q] if code == M1Q4 else _M2Q8_T[j * 6 + q])
+            v = v * f + (M1Q4_T[j * 4 + q] if code == M1Q4 else M2Q8_T[j * 6 + q])
         return v, d1, d2
     return lagrange_node(W, j, u, nder)
 

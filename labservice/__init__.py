@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from labservice.dataset import Dataset
+    from labservice.facade import Dataset
 
 
 def open_dataset(url: str, storage_options: dict[str, Any] | None = None, **kwargs: Any) -> Dataset:
     """Open a dataset at a local path or any fsspec URL for in-process queries."""
-    from labservice.dataset import open_dataset as _open
+    from labservice.facade import open_dataset as _open
 
     return _open(url, storage_options=storage_options, **kwargs)

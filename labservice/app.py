@@ -19,10 +19,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.concurrency import run_in_threadpool
 
 from labservice import __version__
-from labservice.http_errors import document_errors, install_error_handlers
+from labservice.http_errors import add_exception_handlers, document_errors
 from labservice.limits import Limits
 from labservice.middleware import LimitsMiddleware, SecurityHeadersMiddleware, cors_options
-from labservice.routers.deps import DatasetRegistry
 from labservice.settings import Settings
 from labservice.tokens import TokenStore
 
@@ -32,7 +31,7 @@ API_PREFIX = "/api/v1"
 # Every router the app serves, in one place; add a module here to publish its `router`.
 ROUTER_MODULES: tuple[str, ...] = (
     "labservice.routers.health",
-    "labservice.routers.datasets",
+    "labservice.routers.catalog",
     "labservice.routers.points",
     "labservice.routers.cutout",
     "labservice.routers.jobs",
@@ -80,12 +79,16 @@ def find_datasets(settings: Settings) -> dict[str, str]:
 
 def _opener(cache_bytes: int) -> Any:
     """open_dataset with one chunk cache shared by every dataset of this app."""
-    from labservice.dataset import open_dataset
+    from labservice.facade import open_dataset
     from labservice.storage import ChunkCache
 
     cache = ChunkCache(cache_bytes)
     # Catalog URLs may carry the fsspec options (S3 endpoint, keys) needed to open them.
-    return lambda url: open_dataset(url, storage_options=getattr(url, "storage_options", None), cache=cache)
+    from labservice.datasets.catalog import CatalogURL
+
+    return lambda url: open_dataset(
+        url, storage_options=url.storage_options if isinstance(url, CatalogURL) else None, cache=cache
+    )
 
 
 @asynccontextmanager
@@ -93,6 +96,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     settings: Settings = app.state.settings
     urls = await run_in_threadpool(find_datasets, settings)
     from labservice.datasets.simulation import SimulationRegistry
+    from labservice.routers.deps import DatasetRegistry
 
     simulations = await run_in_threadpool(SimulationRegistry.from_settings, settings)
     urls = {**simulations.density_urls(), **urls}  # each simulation's density is also a field dataset
@@ -162,7 +166,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan,
     )
     app.state.settings = settings
-    install_error_handlers(app)
+    add_exception_handlers(app)
     app.add_middleware(LimitsMiddleware, prefix="/api/")
     if settings.cors_origins:  # off by default: only listed browser origins may call cross-site
         app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))

@@ -51,7 +51,7 @@ def ingest_nbody_command(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
 ) -> None:
     """Ingest N-body snapshots: Morton-ordered particles, FOF halos, merger trees, density field."""
-    from labservice.datasets.gadget import ingest_nbody
+    from labservice.datasets.ingest.gadget import ingest_nbody
 
     url = ingest_nbody(snapshots, dest, sim_id=sim_id, density_grid=density_grid, overwrite=overwrite)
     typer.echo(f"ingested {url}")
@@ -65,7 +65,7 @@ def demo_build(
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
 ) -> None:
     """Build the demo datasets that are missing under --data."""
-    from labservice.datasets.demo import build_demos
+    from labservice.datasets.demo.build import build_demos
 
     for line in build_demos(data, size=size, only=only, force=force):
         typer.echo(line)

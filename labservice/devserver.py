@@ -4,14 +4,20 @@
 ...     Lab(server.url).datasets()
 
 Also writes small analytic sample datasets (:func:`write_sample_datasets`) so a server can be tried
-without the demo data.
+without the demo data, and runs ``labservice serve`` as a separate process (:class:`ServeProcess`), as
+the load benchmark, the notebooks runner and the fault tests need.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +90,77 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+class ServeProcess:
+    """``python -m labservice serve`` on a free loopback port, in its own process group (so that stopping
+    it also ends the Dask workers it started). Output goes to ``log``; ``env`` adds to the environment."""
+
+    def __init__(
+        self, data: Path | None, env: Mapping[str, str], log: Path, port: int | None = None
+    ) -> None:
+        self.port = port or free_ports(1)[0]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = Path(log)
+        cmd = [sys.executable, "-m", "labservice", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+        if data is not None:
+            cmd += ["--data", str(data)]
+        with open(self.log, "ab") as f:  # the child keeps its own handle
+            self.proc = subprocess.Popen(
+                cmd,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONWARNINGS": "ignore", **env},
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log_tail(self, n: int = 3000) -> str:
+        return self.log.read_bytes()[-n:].decode(errors="replace")
+
+    def wait_ready(self, timeout: float = 120.0, jobs: bool = False) -> ServeProcess:
+        """Wait until /health answers 200 (and, with ``jobs``, reports the job cluster reachable)."""
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"labservice serve exited ({self.proc.returncode}):\n{self.log_tail()}")
+            try:
+                r = httpx.get(f"{self.url}/api/v1/health", timeout=5)
+                if r.status_code == 200 and (not jobs or r.json().get("jobs", {}).get("reachable")):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"labservice serve did not become ready in {timeout:.0f} s:\n{self.log_tail()}")
+
+    def kill(self, sig: int = signal.SIGKILL, timeout: float = 30.0) -> None:
+        """Signal the server, then end what is left of its process group (its Dask cluster)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=timeout)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    def stop(self, timeout: float = 60.0) -> None:
+        """A graceful stop (SIGTERM), then whatever is left is killed."""
+        self.kill(signal.SIGTERM, timeout)
+
+    def __enter__(self) -> ServeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def _periodic_field(x: np.ndarray, y: np.ndarray, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:

@@ -185,60 +185,41 @@ async def parse_request(request: Request, model: type[M], max_bytes: int) -> M:
     return await run_in_threadpool(lambda: parse_model(model, decode_body(raw, content_type)))
 
 
-# -- arrays in requests ----------------------------------------------------------------------------
-def as_points(value: Any) -> np.ndarray:
-    """Check and convert an (N, 3) list or array of coordinates to float64 (messages follow the field name)."""
-    if isinstance(value, np.ndarray):
-        arr = value
-        if arr.dtype.kind not in "fiu":
-            raise ValueError(f"must hold numbers; got dtype {arr.dtype}")
-    else:
-        try:
-            arr = np.asarray(value, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError("must be a list of [x, y, z] number triples") from None
-    if arr.size == 0:
-        raise ValueError("is empty; send at least one [x, y, z] point")
-    if arr.ndim != 2 or arr.shape[1] != 3:
-        raise ValueError(f"must have shape (N, 3), one [x, y, z] per row; got shape {tuple(arr.shape)}")
-    arr = np.ascontiguousarray(arr, dtype=np.float64)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise ValueError(f"must be finite numbers; row {row} is {arr[row].tolist()} (NaN or inf)")
-    return arr
-
-
 # -- responses -------------------------------------------------------------------------------------
-def _to_msgpack_tree(obj: Any) -> Any:
+def _walk(obj: Any, array: Any, scalar: Any) -> Any:
+    """Rebuild a payload tree, turning arrays with ``array`` and plain (or numpy) scalars with ``scalar``."""
     if isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj)
-        if arr.dtype.byteorder == ">":
-            arr = arr.astype(arr.dtype.newbyteorder("<"))
-        return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": memoryview(arr).cast("B")}
+        return array(obj)
     if isinstance(obj, dict):
-        return {k: _to_msgpack_tree(v) for k, v in obj.items()}
+        return {k: _walk(v, array, scalar) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_to_msgpack_tree(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
+        return [_walk(v, array, scalar) for v in obj]
+    return scalar(obj.item() if isinstance(obj, np.generic) else obj)
+
+
+def _msgpack_array(obj: np.ndarray) -> dict[str, Any]:
+    arr = np.ascontiguousarray(obj)
+    if arr.dtype.byteorder == ">":
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    return {"dtype": arr.dtype.name, "shape": list(arr.shape), "data": memoryview(arr).cast("B")}
+
+
+def _json_array(obj: np.ndarray) -> Any:
+    if obj.dtype.kind == "f" and not np.isfinite(obj).all():
+        return np.where(np.isfinite(obj), obj, None).tolist()
+    return obj.tolist()
+
+
+def _json_scalar(obj: Any) -> Any:
+    return None if isinstance(obj, float) and not math.isfinite(obj) else obj
+
+
+def _to_msgpack_tree(obj: Any) -> Any:
+    return _walk(obj, _msgpack_array, lambda v: v)
 
 
 def _to_json_tree(obj: Any) -> Any:
-    if isinstance(obj, np.ndarray):
-        if obj.dtype.kind == "f" and not np.isfinite(obj).all():
-            return np.where(np.isfinite(obj), obj, None).tolist()
-        return obj.tolist()
-    if isinstance(obj, dict):
-        return {k: _to_json_tree(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_json_tree(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
+    return _walk(obj, _json_array, _json_scalar)
 
 
 def pack_pieces(payload: dict[str, Any]) -> list[bytes | memoryview]:

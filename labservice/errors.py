@@ -1,7 +1,8 @@
 """One exception hierarchy for the whole service.
 
-Library code (storage, interpolation, cutout, datasets) raises these; the web app maps each class to an
-HTTP status in one place (``labservice.app``). Messages say what the caller should change.
+Library code (storage, interpolation, cutout, datasets) raises these. They carry a stable ``code`` and a
+message that says what the caller should change, and nothing of HTTP: the web layer maps each class to a
+status in one place (:data:`labservice.http_errors.STATUS_CODES`).
 """
 
 from __future__ import annotations
@@ -11,21 +12,28 @@ from collections.abc import Iterable
 
 
 class LabError(Exception):
-    """Base class. ``status`` is the HTTP status the service answers with."""
+    """Base class. ``code`` is the stable machine-readable name of the error.
 
-    status = 400
+    Classes that set ``retry_after`` (seconds) tell the caller when to try again; a ``retry_after=``
+    keyword overrides it per error, and it travels with the other keywords in :attr:`extra`.
+    """
+
     code = "bad_request"
+    retry_after: float | None = None
 
     def __init__(self, message: str, **extra: object) -> None:
         super().__init__(message)
+        if type(self).retry_after is not None:
+            extra.setdefault("retry_after", type(self).retry_after)
         self.message = message
         self.extra = extra
+        if "retry_after" in extra:
+            self.retry_after = extra["retry_after"]  # type: ignore[assignment]
 
 
 class InvalidInput(LabError):
     """A parameter has the wrong value, shape or type."""
 
-    status = 422
     code = "invalid_input"
 
 
@@ -36,58 +44,54 @@ class OutOfDomain(InvalidInput):
 
 
 class NotFound(LabError):
-    status = 404
     code = "not_found"
 
 
 class Unauthorized(LabError):
-    status = 401
     code = "unauthorized"
 
 
 class Forbidden(LabError):
-    status = 403
     code = "forbidden"
 
 
 class LimitExceeded(LabError):
     """The request is larger than this caller may ask for in one go."""
 
-    status = 413
     code = "limit_exceeded"
+
+
+class RangeNotSatisfiable(LabError):
+    """A byte range that is malformed or lies outside the object (``size`` bytes)."""
+
+    code = "range_not_satisfiable"
 
 
 class QuotaExceeded(LabError):
     """A standing quota (running jobs, scratch bytes) is used up."""
 
-    status = 429
     code = "quota_exceeded"
 
 
 class RateLimited(LabError):
-    status = 429
+    """Too many requests or bytes for now; ``retry_after`` (required) says when to try again."""
+
     code = "rate_limited"
 
     def __init__(self, message: str, retry_after: float, **extra: object) -> None:
         super().__init__(message, retry_after=retry_after, **extra)
-        self.retry_after = retry_after
 
 
 class StorageUnavailable(LabError):
     """The store could not be reached; retrying later may work."""
 
-    status = 503
     code = "storage_unavailable"
-
-    def __init__(self, message: str, retry_after: float = 5.0, **extra: object) -> None:
-        super().__init__(message, retry_after=retry_after, **extra)
-        self.retry_after = retry_after
+    retry_after = 5.0
 
 
 class CorruptData(LabError):
     """Stored bytes failed their checksum. Never served; names the dataset and chunk."""
 
-    status = 500
     code = "corrupt_data"
 
 

@@ -1,8 +1,10 @@
 """The one map from exceptions to HTTP error responses: ``{"detail": ..., "code": ...}``.
 
-:class:`~labservice.errors.LabError` carries its own status and code. Pydantic validation errors stay 422
-with one readable sentence per problem. Anything else is a 500 that names an incident id and never shows
-a traceback to the caller (the traceback goes to the log).
+Library errors (:class:`~labservice.errors.LabError`) know nothing of HTTP: :data:`STATUS_CODES` maps each
+class to its status here, as titiler's ``DEFAULT_STATUS_CODES`` does, and :func:`add_exception_handlers`
+registers the map on an app. Pydantic validation errors stay 422 with one readable sentence per problem.
+Anything else is a 500 that names an incident id and never shows a traceback to the caller (the traceback
+goes to the log).
 """
 
 from __future__ import annotations
@@ -19,7 +21,19 @@ from starlette.responses import JSONResponse
 from starlette.routing import Match
 
 from labservice.encoding import format_validation_errors
-from labservice.errors import LabError
+from labservice.errors import (
+    CorruptData,
+    Forbidden,
+    InvalidInput,
+    LabError,
+    LimitExceeded,
+    NotFound,
+    QuotaExceeded,
+    RangeNotSatisfiable,
+    RateLimited,
+    StorageUnavailable,
+    Unauthorized,
+)
 
 log = logging.getLogger("labservice")
 
@@ -31,18 +45,43 @@ _HTTP_CODES = {
 }
 
 
+# Exception class -> HTTP status; a subclass not listed takes its nearest listed base's status.
+STATUS_CODES: dict[type[LabError], int] = {
+    LabError: 400,
+    InvalidInput: 422,
+    NotFound: 404,
+    Unauthorized: 401,
+    Forbidden: 403,
+    LimitExceeded: 413,
+    RangeNotSatisfiable: 416,
+    QuotaExceeded: 429,
+    RateLimited: 429,
+    StorageUnavailable: 503,
+    CorruptData: 500,
+}
+
+
+def status_for(exc: LabError) -> int:
+    """The HTTP status of a library error (the first class in its MRO that the map names)."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_CODES:
+            return STATUS_CODES[cls]  # type: ignore[index]
+    return 500
+
+
 def error_body(detail: str, code: str, **extra: Any) -> dict[str, Any]:
     return {"detail": detail, "code": code, **extra}
 
 
 def lab_error_response(exc: LabError) -> JSONResponse:
-    """The response for a library error; 429 and 503 say when to retry."""
+    """The response for a library error; 429 and 503 say when to retry, 416 how long the object is."""
     headers = {}
-    retry_after = getattr(exc, "retry_after", None)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(float(retry_after))))
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(float(exc.retry_after))))
+    if isinstance(exc, RangeNotSatisfiable) and "size" in exc.extra:
+        headers["Content-Range"] = f"bytes */{exc.extra['size']}"
     extra = {k: v for k, v in exc.extra.items() if isinstance(v, (str, int, float, bool, list))}
-    return JSONResponse(error_body(exc.message, exc.code, **extra), status_code=exc.status, headers=headers)
+    return JSONResponse(error_body(exc.message, exc.code, **extra), status_code=status_for(exc), headers=headers)
 
 
 def internal_error_response(exc: BaseException) -> JSONResponse:
@@ -103,8 +142,8 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return internal_error_response(exc)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the map on an app."""
+def add_exception_handlers(app: FastAPI) -> None:
+    """Register the map on an app (library errors, validation errors, HTTP errors, anything else)."""
     app.add_exception_handler(LabError, _on_lab_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

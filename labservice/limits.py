@@ -69,12 +69,13 @@ def check_points(limits: Limits, npoints: int, ntimes: int = 1) -> int:
 
 
 def check_cutout_bytes(limits: Limits, nbytes: int, sync_cap: int, job_hint: str) -> None:
-    """Raise LimitExceeded (413) when a cutout is over the caller's or the server's synchronous limit."""
+    """Raise LimitExceeded when a cutout is over the caller's synchronous cutout limit (the smaller of the
+    token's ``max_cutout_bytes`` and the server's ``sync_cutout_bytes``)."""
     cap = min(limits.max_cutout_bytes, sync_cap)
     if nbytes > cap:
         raise LimitExceeded(
-            f"this cutout is {nbytes / MIB:.1f} MiB, over the synchronous limit of {cap / MIB:.1f} MiB for "
-            f"your token; use a larger stride or a smaller box, or submit it as a job: {job_hint}"
+            f"this cutout is {nbytes / MIB:.1f} MiB, over your synchronous cutout limit of {cap / MIB:.1f} MiB; "
+            f"use a larger stride or a smaller box, or submit it as a job: {job_hint}"
         )
 
 

@@ -7,6 +7,7 @@ not handed one, so tests pass their own.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -77,7 +78,17 @@ class Settings(BaseSettings):
         description="Run the batch-job engine (Dask). Unset: on for `labservice serve`, off for create_app().",
     )
     scratch_url: str | None = Field(
-        default=None, description="Where job outputs go (local path or fsspec URL)."
+        default=None, description="Where job outputs go (local path or fsspec URL); default <data_dir>/scratch."
+    )
+    scratch_options: dict[str, Any] | None = Field(
+        default=None,
+        description='fsspec options for scratch_url, e.g. {"endpoint_url": "http://s3:8333", "key": "..."} '
+        "(JSON in the environment); none for a local scratch folder.",
+    )
+    job_db: Path | None = Field(
+        default=None,
+        description="SQLite file of the job registry; default <scratch_url>/jobs.sqlite, or "
+        "<data_dir>/jobs.sqlite when the scratch is remote.",
     )
     dask_scheduler: str | None = Field(default=None, description="Address of a Dask scheduler for jobs.")
     job_ttl_days: float = Field(

@@ -74,6 +74,13 @@ def check_box(meta: DatasetMeta, z: slice, y: slice, x: slice) -> tuple[slice, s
     return out[0], out[1], out[2]
 
 
+def check_read(meta: DatasetMeta, variable: str, t: int, z: slice, y: slice, x: slice) -> tuple[slice, slice, slice]:
+    """Check a ``read_box`` request (variable, time index, box) and return the normalised box."""
+    check_variable(meta, variable)
+    check_time(meta, t)
+    return check_box(meta, z, y, x)
+
+
 def check_write(meta: DatasetMeta, variable: str, t: int, corner: tuple[int, int, int], data: np.ndarray) -> None:
     check_variable(meta, variable)
     check_time(meta, t)

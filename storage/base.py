@@ -9,17 +9,21 @@ caching and halo assembly live in :mod:`labservice.storage.reader`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from labservice.storage.metadata import DatasetMeta
 
+if TYPE_CHECKING:
+    import zarr.abc.store
+
 
 class FieldStore(ABC):
     """One dataset on one back end.
 
-    Implementations declare what they can do with class attributes, like zarr's stores do.
+    Implementations declare what they can do with class attributes, like zarr's stores do, and set
+    every instance member below in ``__init__``: callers read them directly, never probe for them.
     """
 
     backend: ClassVar[str]
@@ -27,6 +31,15 @@ class FieldStore(ABC):
 
     url: str
     meta: DatasetMeta
+    # The fsspec options the store was opened with, so another process (a job worker) can reopen it.
+    storage_options: dict[str, Any] | None
+    # Identifies the current contents; readers key their chunk caches on it, back ends renew it on write.
+    cache_token: str
+
+    @property
+    def zarr_store(self) -> zarr.abc.store.Store | None:
+        """The underlying zarr store for byte-level reads (the HTTP zarr view); None when not zarr."""
+        return None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     @classmethod
@@ -51,6 +64,16 @@ class FieldStore(ABC):
 
         Slices have step 1 and lie inside the grid. Raises ``CorruptData`` when a checksum fails and
         ``StorageUnavailable`` when the store cannot be reached.
+        """
+
+    @abstractmethod
+    def read_chunks(
+        self, variable: str, t: int, coords: list[tuple[int, int, int]]
+    ) -> tuple[list[np.ndarray], int]:
+        """The inner chunks at chunk indices ``coords`` (cz, cy, cx) of time step t, in one batch.
+
+        Returns the arrays (nz, ny, nx, ncomp), in the order of ``coords`` and clipped at the grid's
+        upper edges, and the stored bytes fetched (including shard indexes).
         """
 
     @abstractmethod

@@ -25,19 +25,7 @@ import h5py
 import numpy as np
 
 from labservice.errors import InvalidInput
-from labservice.storage._common import (
-    META_KEY,
-    check_box,
-    check_shard,
-    check_time,
-    check_variable,
-    check_write,
-    corrupt,
-    is_local,
-    local_path,
-    not_found,
-    remote_errors,
-)
+from labservice.storage import _common as common
 from labservice.storage.base import FieldStore
 from labservice.storage.metadata import DatasetMeta
 from labservice.storage.morton import morton_argsort
@@ -75,9 +63,9 @@ class HDF5Store(FieldStore):
         cls, url: str, meta: DatasetMeta, storage_options: dict[str, Any] | None = None, overwrite: bool = False
     ) -> HDF5Store:
         remote = None
-        with remote_errors(url, "creating the dataset"):
-            if is_local(url):
-                path = local_path(url)
+        with common.remote_errors(url, "creating the dataset"):
+            if common.is_local(url):
+                path = common.local_path(url)
                 if os.path.exists(path) and not overwrite:
                     raise InvalidInput(f"a dataset already exists at {url}; pass overwrite=True to replace it")
                 os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
@@ -90,7 +78,7 @@ class HDF5Store(FieldStore):
             # v108: new-style groups (dense attributes for many shard marks) without the v110 superblock, whose
             # "open for write" flag would travel with a copy uploaded while the file is still open.
             f = h5py.File(path, "w", libver=("v108", "v108"), locking=False)
-            f.attrs[META_KEY] = json.dumps(meta.model_dump(mode="json"))
+            f.attrs[common.META_KEY] = json.dumps(meta.model_dump(mode="json"))
             f.create_group(MARKS)
             for name, var in meta.variables.items():
                 ds = f.create_dataset(
@@ -112,10 +100,10 @@ class HDF5Store(FieldStore):
         if mode not in ("r", "r+"):
             raise InvalidInput(f"mode must be 'r' or 'r+'; got {mode!r}")
         remote = handle = None
-        with remote_errors(url, "opening the dataset"):
+        with common.remote_errors(url, "opening the dataset"):
             try:
-                if is_local(url):
-                    f = h5py.File(local_path(url), mode, locking=False)
+                if common.is_local(url):
+                    f = h5py.File(common.local_path(url), mode, locking=False)
                 else:
                     fs, rpath = fsspec.core.url_to_fs(url, **(storage_options or {}))
                     if mode == "r":
@@ -128,12 +116,12 @@ class HDF5Store(FieldStore):
                         f = h5py.File(path, "r+", locking=False)
             except (FileNotFoundError, OSError) as exc:
                 if isinstance(exc, FileNotFoundError) or "unable to open" in str(exc).lower():
-                    raise not_found(url, exc) from exc
+                    raise common.not_found(url, exc) from exc
                 raise
-        if META_KEY not in f.attrs:
+        if common.META_KEY not in f.attrs:
             f.close()
-            raise not_found(url, ValueError(f"the HDF5 file has no {META_KEY!r} attribute"))
-        meta = DatasetMeta.model_validate(json.loads(f.attrs[META_KEY]))
+            raise common.not_found(url, ValueError(f"the HDF5 file has no {common.META_KEY!r} attribute"))
+        meta = DatasetMeta.model_validate(json.loads(f.attrs[common.META_KEY]))
         return cls(url, f, meta, remote, handle, storage_options)
 
     def _publish(self) -> None:
@@ -142,12 +130,12 @@ class HDF5Store(FieldStore):
             self._file.flush()
             if self._remote is not None:
                 fs, rpath, path = self._remote
-                with remote_errors(self.url, "uploading the HDF5 file"):
+                with common.remote_errors(self.url, "uploading the HDF5 file"):
                     fs.put(path, rpath)
 
     def update_meta(self, meta: DatasetMeta) -> None:
         with self._lock:
-            self._file.attrs[META_KEY] = json.dumps(meta.model_dump(mode="json"))
+            self._file.attrs[common.META_KEY] = json.dumps(meta.model_dump(mode="json"))
             self.meta = meta
             self._publish()
 
@@ -165,15 +153,14 @@ class HDF5Store(FieldStore):
 
     # -- data --------------------------------------------------------------------------------------
     def _dataset(self, variable: str) -> h5py.Dataset:
-        check_variable(self.meta, variable)
+        common.check_variable(self.meta, variable)
         return self._file[variable]
 
     def read_box(self, variable: str, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
-        ds = self._dataset(variable)
-        check_time(self.meta, t)
-        z, y, x = check_box(self.meta, z, y, x)
+        z, y, x = common.check_read(self.meta, variable, t, z, y, x)
+        ds = self._file[variable]
         try:
-            with self._lock, remote_errors(self.url, f"reading {variable!r}"):
+            with self._lock, common.remote_errors(self.url, f"reading {variable!r}"):
                 return ds[t, z, y, x, :]
         except OSError as exc:
             if not _is_checksum_error(exc):
@@ -193,8 +180,8 @@ class HDF5Store(FieldStore):
                         with self._lock:
                             ds[t, sl[0], sl[1], sl[2], :]
                     except OSError as inner:
-                        raise corrupt(self.meta, self.url, variable, t, (iz, iy, ix), inner) from exc
-        raise corrupt(self.meta, self.url, variable, t, (z.start // cz, y.start // cy, x.start // cx), exc)
+                        raise common.corrupt(self.meta, self.url, variable, t, (iz, iy, ix), inner) from exc
+        raise common.corrupt(self.meta, self.url, variable, t, (z.start // cz, y.start // cy, x.start // cx), exc)
 
     def read_chunks(self, variable: str, t: int, coords: list[tuple[int, int, int]]) -> tuple[list[np.ndarray], int]:
         """Read whole inner chunks (iz, iy, ix); returns the arrays (clipped to the grid) and bytes read.
@@ -202,7 +189,7 @@ class HDF5Store(FieldStore):
         h5py serialises all calls behind one lock, so the chunks are read one after another.
         """
         ds = self._dataset(variable)
-        check_time(self.meta, t)
+        common.check_time(self.meta, t)
         cz, cy, cx = self.meta.array_chunks(variable)[1:4]
         shape = self.meta.grid.array_shape
         out = []
@@ -210,13 +197,13 @@ class HDF5Store(FieldStore):
         for c in coords:
             sl = [slice(i * n, min((i + 1) * n, m)) for i, n, m in zip(c, (cz, cy, cx), shape, strict=False)]
             try:
-                with self._lock, remote_errors(self.url, f"reading {variable!r}"):
+                with self._lock, common.remote_errors(self.url, f"reading {variable!r}"):
                     a = ds[t, sl[0], sl[1], sl[2], :]
                     info = ds.id.get_chunk_info_by_coord((t, sl[0].start, sl[1].start, sl[2].start, 0))
             except OSError as exc:
                 if not _is_checksum_error(exc):
                     raise
-                raise corrupt(self.meta, self.url, variable, t, c, exc) from exc
+                raise common.corrupt(self.meta, self.url, variable, t, c, exc) from exc
             out.append(a)
             nbytes += info.size or 0  # stored size: the whole (unclipped) chunk plus its fletcher32 sum
         return out, nbytes
@@ -224,7 +211,7 @@ class HDF5Store(FieldStore):
     def write_box(self, variable: str, t: int, z0: int, y0: int, x0: int, data: np.ndarray) -> None:
         if not self.writable:
             raise InvalidInput(f"the dataset at {self.url} is open read-only; open it with mode='r+'")
-        check_write(self.meta, variable, t, (z0, y0, x0), data)
+        common.check_write(self.meta, variable, t, (z0, y0, x0), data)
         ds = self._dataset(variable)
         cz, cy, cx = self.meta.array_chunks(variable)[1:4]
         nz, ny, nx = data.shape[:3]
@@ -252,12 +239,12 @@ class HDF5Store(FieldStore):
         return f"{variable}:{t}:{shard[0]}.{shard[1]}.{shard[2]}"
 
     def shard_done(self, variable: str, t: int, shard: tuple[int, int, int]) -> bool:
-        s = check_shard(self.meta, variable, t, shard)
+        s = common.check_shard(self.meta, variable, t, shard)
         with self._lock:
             return self._mark(variable, t, s) in self._file[MARKS].attrs
 
     def mark_shard_done(self, variable: str, t: int, shard: tuple[int, int, int]) -> None:
-        s = check_shard(self.meta, variable, t, shard)
+        s = common.check_shard(self.meta, variable, t, shard)
         if not self.writable:
             raise InvalidInput(f"the dataset at {self.url} is open read-only; open it with mode='r+'")
         with self._lock:

@@ -20,6 +20,12 @@ NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 AXES = ("x", "y", "z")
 
 
+def check_axis_kind(start: float | None, step: float | None, coordinates: object) -> None:
+    """An axis is uniform (start and step) or given by its coordinates: exactly one (ValueError if not)."""
+    if (start is not None and step is not None) == (coordinates is not None):
+        raise ValueError("give either start and step (a uniform axis) or coordinates, not both")
+
+
 class Axis(BaseModel):
     """One grid axis: uniform (``start`` + ``step``) or explicit ``coordinates``."""
 
@@ -35,9 +41,7 @@ class Axis(BaseModel):
 
     @model_validator(mode="after")
     def _one_kind(self) -> Axis:
-        uniform = self.start is not None and self.step is not None
-        if uniform == (self.coordinates is not None):
-            raise ValueError("give either start and step (a uniform axis) or coordinates, not both")
+        check_axis_kind(self.start, self.step, self.coordinates)
         if self.coordinates is not None:
             c = np.asarray(self.coordinates, dtype=float)
             if c.size != self.size:

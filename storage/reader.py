@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
 from labservice.errors import InvalidInput, OutOfDomain
-from labservice.storage._common import check_time, check_variable, is_local
+from labservice.storage._common import check_time, check_variable
 from labservice.storage.base import FieldStore
 
 DEFAULT_CACHE_BYTES = 1 << 30
@@ -114,14 +112,6 @@ def default_cache() -> ChunkCache:
         return _default
 
 
-def cache_token(store: FieldStore) -> str:
-    """A key prefix that identifies a store's current contents (back ends renew it on write)."""
-    token = getattr(store, "cache_token", None)
-    if token is None:
-        token = store.cache_token = f"{store.url}#{uuid.uuid4().hex}"  # type: ignore[attr-defined]
-    return token
-
-
 class _VarGeometry:
     """What region() needs about a variable, computed once (pydantic properties are slow per call)."""
 
@@ -165,19 +155,14 @@ class ChunkReader:
         The dataset to read.
     cache : ChunkCache, optional
         Shared cache; :func:`default_cache` when omitted.
-    max_workers : int
-        Threads for fetching missing chunks of remote stores whose back end has no batched reader.
     """
 
-    def __init__(self, store: FieldStore, cache: ChunkCache | None = None, max_workers: int = 8) -> None:
+    def __init__(self, store: FieldStore, cache: ChunkCache | None = None) -> None:
         self.store = store
         self.cache = cache if cache is not None else default_cache()
         self._geom: dict[str, _VarGeometry] = {}
         self._lock = threading.Lock()
         self._stats = {"bytes_read": 0, "chunks_read": 0, "cache_hits": 0, "cache_misses": 0}
-        self._remote = not is_local(store.url)
-        self._max_workers = max_workers
-        self._pool: ThreadPoolExecutor | None = None
 
     @property
     def meta(self) -> Any:
@@ -210,7 +195,7 @@ class ChunkReader:
     # -- chunks ------------------------------------------------------------------------------------
     def chunk(self, variable: str, t: int, index: tuple[int, int, int]) -> np.ndarray:
         """One inner chunk (iz, iy, ix) as a read-only array (nz', ny', nx', ncomp), clipped to the grid."""
-        key = (cache_token(self.store), variable, t, index[0], index[1], index[2])
+        key = (self.store.cache_token, variable, t, index[0], index[1], index[2])
         a = self.cache.get(key)
         if a is not None:
             self._count(cache_hits=1)
@@ -231,7 +216,7 @@ class ChunkReader:
 
     def _gather(self, variable: str, t: int, indices: list[tuple[int, int, int]], g: _VarGeometry) -> list[np.ndarray]:
         # Indices are known to be valid here; one cache lock round trip for all of them.
-        token = cache_token(self.store)
+        token = self.store.cache_token
         keys = [(token, variable, t, *idx) for idx in indices]
         out = self.cache.get_many(keys)
         missing: dict[tuple[int, int, int], list[int]] = {}
@@ -254,22 +239,7 @@ class ChunkReader:
         return out  # type: ignore[return-value]
 
     def _fetch(self, variable: str, t: int, coords: list[tuple[int, int, int]]) -> tuple[list[np.ndarray], int]:
-        read_chunks = getattr(self.store, "read_chunks", None)
-        if read_chunks is not None:
-            return read_chunks(variable, t, coords)
-        g = self.geometry(variable)
-
-        def one(c: tuple[int, int, int]) -> np.ndarray:
-            sl = [slice(i * n, min((i + 1) * n, m)) for i, n, m in zip(c, g.chunks, g.shape, strict=False)]
-            return self.store.read_box(variable, t, *sl)
-
-        if self._remote and len(coords) > 1:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self._max_workers, thread_name_prefix="labservice-read")
-            arrays = list(self._pool.map(one, coords))
-        else:
-            arrays = [one(c) for c in coords]
-        return arrays, sum(a.nbytes for a in arrays)
+        return self.store.read_chunks(variable, t, coords)
 
     # -- boxes -------------------------------------------------------------------------------------
     def region(self, variable: str, t: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
@@ -309,6 +279,4 @@ class ChunkReader:
         return out
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False)
-            self._pool = None
+        """Nothing to release: the store is closed by its owner."""

@@ -33,19 +33,7 @@ from zarr.core.sync import sync
 from zarr.storage import FsspecStore, LocalStore
 
 from labservice.errors import InvalidInput, LabError
-from labservice.storage._common import (
-    META_KEY,
-    check_box,
-    check_shard,
-    check_time,
-    check_variable,
-    check_write,
-    corrupt,
-    is_local,
-    local_path,
-    not_found,
-    remote_errors,
-)
+from labservice.storage import _common as common
 from labservice.storage.base import FieldStore
 from labservice.storage.metadata import DatasetMeta
 
@@ -56,8 +44,8 @@ __all__ = ["ZarrStore"]
 
 
 def _open_zarr_store(url: str, storage_options: dict[str, Any] | None, read_only: bool) -> zarr.abc.store.Store:
-    if is_local(url):
-        return LocalStore(local_path(url), read_only=read_only)
+    if common.is_local(url):
+        return LocalStore(common.local_path(url), read_only=read_only)
     # Per STYLE.md: give zarr the URL, never a ready-made synchronous filesystem (event-loop clash).
     return FsspecStore.from_url(url, storage_options=storage_options or {}, read_only=read_only)
 
@@ -84,7 +72,7 @@ class ZarrStore(FieldStore):
         self._zstore = zstore
         self._group = group
         self._arrays: dict[str, zarr.Array] = {}
-        self._local_root = local_path(url) if is_local(url) else None
+        self._local_root = common.local_path(url) if common.is_local(url) else None
         self._index_cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._fast: dict[str, bool] = {}
@@ -103,12 +91,12 @@ class ZarrStore(FieldStore):
         ``compress=True`` adds zstd before the checksum; turbulence data compresses little, so the
         default stores raw little-endian values (fastest to serve).
         """
-        with remote_errors(url, "creating the dataset"):
+        with common.remote_errors(url, "creating the dataset"):
             zstore = _open_zarr_store(url, storage_options, read_only=False)
             if not overwrite and sync(zstore.exists("zarr.json")):
                 raise InvalidInput(f"a dataset already exists at {url}; pass overwrite=True to replace it")
             group = zarr.open_group(zstore, mode="w" if overwrite else "w-",
-                                    attributes={META_KEY: meta.model_dump(mode="json")})
+                                    attributes={common.META_KEY: meta.model_dump(mode="json")})
             for name, var in meta.variables.items():
                 compressors: list[Any] = [ZstdCodec(level=1)] if compress else []
                 group.create_array(
@@ -129,20 +117,20 @@ class ZarrStore(FieldStore):
     def open(cls, url: str, storage_options: dict[str, Any] | None = None, mode: str = "r") -> ZarrStore:
         if mode not in ("r", "r+"):
             raise InvalidInput(f"mode must be 'r' or 'r+'; got {mode!r}")
-        with remote_errors(url, "opening the dataset"):
+        with common.remote_errors(url, "opening the dataset"):
             zstore = _open_zarr_store(url, storage_options, read_only=mode == "r")
             try:
                 group = zarr.open_group(zstore, mode=mode)
             except FileNotFoundError as exc:
-                raise not_found(url) from exc
+                raise common.not_found(url) from exc
             attrs = group.attrs.asdict()
-        if META_KEY not in attrs:
-            raise not_found(url, ValueError(f"the zarr group has no {META_KEY!r} attribute"))
-        return cls(url, zstore, group, DatasetMeta.model_validate(attrs[META_KEY]), storage_options)
+        if common.META_KEY not in attrs:
+            raise common.not_found(url, ValueError(f"the zarr group has no {common.META_KEY!r} attribute"))
+        return cls(url, zstore, group, DatasetMeta.model_validate(attrs[common.META_KEY]), storage_options)
 
     def update_meta(self, meta: DatasetMeta) -> None:
-        with remote_errors(self.url, "writing metadata"):
-            self._group.attrs[META_KEY] = meta.model_dump(mode="json")
+        with common.remote_errors(self.url, "writing metadata"):
+            self._group.attrs[common.META_KEY] = meta.model_dump(mode="json")
         self.meta = meta
 
     @property
@@ -158,8 +146,8 @@ class ZarrStore(FieldStore):
         """The zarr array of one variable."""
         arr = self._arrays.get(variable)
         if arr is None:
-            check_variable(self.meta, variable)
-            with remote_errors(self.url, f"opening variable {variable!r}"):
+            common.check_variable(self.meta, variable)
+            with common.remote_errors(self.url, f"opening variable {variable!r}"):
                 arr = self._group[variable]
             self._arrays[variable] = arr  # type: ignore[assignment]
             self._fast[variable] = self._fast_path_ok(arr)  # type: ignore[arg-type]
@@ -207,7 +195,7 @@ class ZarrStore(FieldStore):
             # Concurrent requests: remote latency overlaps instead of adding up.
             return list(await asyncio.gather(*(one(k, r) for k, r in requests)))
 
-        with remote_errors(self.url, "reading chunks"):
+        with common.remote_errors(self.url, "reading chunks"):
             return sync(many())
 
     def _get_local(self, key: str, rng: Any) -> bytes | None:
@@ -244,7 +232,7 @@ class ZarrStore(FieldStore):
             cs = self.meta.array_shards(variable)[1:4]
             cc = self.meta.array_chunks(variable)[1:4]
             first = tuple(s * (a // b) for s, a, b in zip(shard, cs, cc, strict=False))
-            raise corrupt(self.meta, self.url, variable, t, first, f"the index of shard {shard} is damaged")
+            raise common.corrupt(self.meta, self.url, variable, t, first, f"the index of shard {shard} is damaged")
         idx = np.frombuffer(raw[:-4], dtype="<u8").reshape(per[1], per[2], per[3], 2)  # drop t and c
         with self._lock:
             self._index_cache[key] = idx
@@ -259,12 +247,10 @@ class ZarrStore(FieldStore):
 
     # -- data --------------------------------------------------------------------------------------
     def read_box(self, variable: str, t: int, z: slice, y: slice, x: slice) -> np.ndarray:
-        check_variable(self.meta, variable)
-        check_time(self.meta, t)
-        z, y, x = check_box(self.meta, z, y, x)
+        z, y, x = common.check_read(self.meta, variable, t, z, y, x)
         arr = self.array(variable)
         try:
-            with remote_errors(self.url, f"reading {variable!r}"):
+            with common.remote_errors(self.url, f"reading {variable!r}"):
                 return np.asarray(arr[t, z, y, x, :])
         except ValueError as exc:
             if "checksum" not in str(exc).lower():
@@ -281,7 +267,7 @@ class ZarrStore(FieldStore):
                   for ix in range(x.start // cx, -(-x.stop // cx))]
         for c in coords:
             self.read_chunks(variable, t, [c])
-        raise corrupt(self.meta, self.url, variable, t, coords[0] if coords else (0, 0, 0), exc)
+        raise common.corrupt(self.meta, self.url, variable, t, coords[0] if coords else (0, 0, 0), exc)
 
     def read_chunks(self, variable: str, t: int, coords: list[tuple[int, int, int]]) -> tuple[list[np.ndarray], int]:
         """Read whole inner chunks (iz, iy, ix) of time step ``t``.
@@ -290,7 +276,7 @@ class ZarrStore(FieldStore):
         stored bytes fetched. Remote stores fetch all requested chunks concurrently.
         """
         self.array(variable)  # opens the array and decides whether the direct path applies
-        check_time(self.meta, t)
+        common.check_time(self.meta, t)
         if not self._fast[variable]:
             return self._read_chunks_zarr(variable, t, coords)
         try:
@@ -333,11 +319,11 @@ class ZarrStore(FieldStore):
                 continue
             raw = raws[slot]
             if raw is None or len(raw) < 4:
-                raise corrupt(self.meta, self.url, variable, t, c, "the chunk bytes are missing")
+                raise common.corrupt(self.meta, self.url, variable, t, c, "the chunk bytes are missing")
             nbytes[0] += len(raw)
             body = memoryview(raw)[:-4]
             if crc32c.crc32c(body) != int.from_bytes(raw[-4:], "little"):
-                raise corrupt(self.meta, self.url, variable, t, c, "crc32c mismatch")
+                raise common.corrupt(self.meta, self.url, variable, t, c, "crc32c mismatch")
             if compressed:
                 from numcodecs import Zstd
 
@@ -359,22 +345,22 @@ class ZarrStore(FieldStore):
         return out, sum(a.nbytes for a in out)
 
     def write_box(self, variable: str, t: int, z0: int, y0: int, x0: int, data: np.ndarray) -> None:
-        check_write(self.meta, variable, t, (z0, y0, x0), data)
+        common.check_write(self.meta, variable, t, (z0, y0, x0), data)
         arr = self.array(variable)
         nz, ny, nx = data.shape[:3]
-        with remote_errors(self.url, f"writing {variable!r}"):
+        with common.remote_errors(self.url, f"writing {variable!r}"):
             arr[t, z0 : z0 + nz, y0 : y0 + ny, x0 : x0 + nx, :] = data
         self._forget_indexes(variable, t)
         self.cache_token = f"{self.url}#{uuid.uuid4().hex}"
 
     # -- resumable ingest --------------------------------------------------------------------------
     def shard_done(self, variable: str, t: int, shard: tuple[int, int, int]) -> bool:
-        s = check_shard(self.meta, variable, t, shard)
-        with remote_errors(self.url, "checking a shard mark"):
+        s = common.check_shard(self.meta, variable, t, shard)
+        with common.remote_errors(self.url, "checking a shard mark"):
             return bool(sync(self._zstore.exists(_mark_key(variable, t, s))))
 
     def mark_shard_done(self, variable: str, t: int, shard: tuple[int, int, int]) -> None:
-        s = check_shard(self.meta, variable, t, shard)
+        s = common.check_shard(self.meta, variable, t, shard)
         buf = default_buffer_prototype().buffer.from_bytes(b"")
-        with remote_errors(self.url, "writing a shard mark"):
+        with common.remote_errors(self.url, "writing a shard mark"):
             sync(self._zstore.set(_mark_key(variable, t, s), buf))

@@ -1,7 +1,7 @@
 """Cosmology routes under /datasets/{sim}: snapshots, halo search, one halo, trees, mergers, particle and branch
 cutouts, SQL.
 
-Each route resolves the simulation, calls :class:`~labservice.datasets.simulation.Simulation` in a worker
+Each route gets its simulation from :data:`~labservice.routers.deps.SimulationDep`, calls it in a worker
 thread and encodes the answer. Tables (halos, tree rows, mergers, SQL results) come as JSON, CSV, Parquet or
 msgpack, chosen by ``format=`` or else by ``Accept``. Library errors (unknown column, halo, snapshot) map to
 HTTP statuses in the app's one error map.
@@ -9,7 +9,6 @@ HTTP statuses in the app's one error map.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Annotated, Any
 
@@ -20,20 +19,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from labservice.datasets.branch import branch_nodes, branch_upper_bytes, node_cutout, write_branch_hdf5
-from labservice.datasets.simulation import MAX_LIMIT, Simulation, SimulationRegistry
-from labservice.encoding import JSON, MSGPACK, encode, openapi_body, pack, parse_request
-from labservice.errors import InvalidInput, LimitExceeded, NotFound, unknown
-from labservice.limits import Caller, check_cutout_bytes
-from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings, get_simulations
-from labservice.settings import Settings
+from labservice.datasets import export
+from labservice.datasets.branch import branch_nodes, branch_upper_bytes, node_cutout
+from labservice.datasets.simulation import MAX_LIMIT
+from labservice.encoding import JSON, MSGPACK, encode, openapi_body, pack
+from labservice.errors import InvalidInput, LimitExceeded, unknown
+from labservice.routers.deps import LimitsDep, SimulationDep, body_of
+from labservice.routers.params import BranchCutoutQuery, HaloCutoutQuery
 
 router = APIRouter(tags=["cosmology"])
-
-Sims = Annotated[SimulationRegistry, Depends(get_simulations)]
-Fields = Annotated[DatasetRegistry, Depends(get_datasets)]  # field datasets, for a clearer 404
-CallerDep = Annotated[Caller, Depends(get_caller)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+# Routes take the ``sim`` path parameter before SimulationDep (which resolves it) only so that OpenAPI keeps
+# listing it first: FastAPI lists a route's own parameters before those of its dependencies.
 
 CSV = "text/csv"
 PARQUET = "application/vnd.apache.parquet"
@@ -66,16 +62,6 @@ _TABLE_OK = {
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-def simulation(sims: SimulationRegistry, fields: DatasetRegistry, sim_id: str) -> Simulation:
-    """The simulation ``sim_id``; a field dataset of that id gets a 404 that says what the routes need."""
-    if sim_id not in sims and sim_id in fields.ids():
-        raise NotFound(
-            f"dataset {sim_id!r} is a field dataset, not a cosmology simulation; these routes need one of: "
-            + (", ".join(sims.ids()) or "(none served)")
-        )
-    return sims.get(sim_id)
-
-
 def _csv_list(value: str | None) -> list[str] | None:
     if value is None or not value.strip():
         return None
@@ -107,30 +93,17 @@ def choose_format(request: Request, fmt: str | None, formats: dict[str, str], de
     return default
 
 
-def _column_values(series: pd.Series) -> Any:
-    values = series.to_numpy()
-    return values if values.dtype.kind in "biuf" else [None if pd.isna(v) else v for v in values]
-
-
 def table_response(frame: pd.DataFrame, fmt: str, info: dict[str, Any] | None = None) -> Response:
     """Encode a table; ``info`` (total, truncated, ...) goes in the body for JSON/msgpack, in headers otherwise."""
     info = dict(info or {})
     headers = {f"X-Lab-{k.replace('_', '-').title()}": str(v) for k, v in info.items() if isinstance(v, (int, bool))}
-    columns = [str(c) for c in frame.columns]
     if fmt == "csv":
-        return Response(frame.to_csv(index=False), media_type=CSV, headers=headers)
+        return Response(export.table_csv(frame), media_type=CSV, headers=headers)
     if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"labservice": json.dumps(info)})
-        sink = io.BytesIO()
-        pq.write_table(table, sink)
-        return Response(sink.getvalue(), media_type=PARQUET, headers=headers)
+        return Response(export.table_parquet(frame, info), media_type=PARQUET, headers=headers)
+    columns = [str(c) for c in frame.columns]
     if fmt == "msgpack":
-        data = {c: _column_values(frame[c]) for c in frame.columns}
-        return encode({**info, "columns": columns, "data": data}, msgpack_wanted=True)
+        return encode({**info, "columns": columns, "data": export.table_columns(frame)}, msgpack_wanted=True)
     rows = frame.to_dict(orient="records")
     return encode({**info, "columns": columns, "rows": rows}, msgpack_wanted=False)
 
@@ -163,21 +136,17 @@ def _links(request: Request, sim_id: str, halo: dict[str, Any]) -> dict[str, str
 
 # -- routes ---------------------------------------------------------------------------------------------
 @router.get("/datasets/{sim}/snapshots", operation_id="list_snapshots", responses=_TABLE_OK)
-async def list_snapshots(
-    sim: str, request: Request, sims: Sims, fields: Fields, format: TableFormat = None
-) -> Response:
+async def list_snapshots(sim: str, s: SimulationDep, request: Request, format: TableFormat = None) -> Response:
     """Every snapshot: snap, scale factor a, redshift, cosmic time (Gyr) and number of halos."""
-    s = simulation(sims, fields, sim)
     return await _table(request, format, s.snapshots(), {"simulation": s.id})
 
 
 @router.get("/datasets/{sim}/snapshots/{snap}/halos", operation_id="search_halos", responses=_TABLE_OK)
 async def search_halos(
     sim: str,
+    s: SimulationDep,
     snap: int,
     request: Request,
-    sims: Sims,
-    fields: Fields,
     near: Annotated[str | None, Query(description="x,y,z,r: within r of a point (periodic).")] = None,
     box: Annotated[str | None, Query(description="x0,y0,z0,x1,y1,z1: inside a box (periodic).")] = None,
     order_by: Annotated[str | None, Query(description="Columns, '-' for descending: -mass,id.")] = None,
@@ -187,7 +156,6 @@ async def search_halos(
     format: TableFormat = None,
 ) -> Response:
     """Halos of a snapshot: filters column__gt/__lt/__ge/__le/__eq/__ne=value, near=, box=, order_by, paging."""
-    s = simulation(sims, fields, sim)
     filters = {}
     for key, value in request.query_params.multi_items():
         if key in SEARCH_PARAMS:
@@ -221,17 +189,15 @@ _HALO_OK = {
 
 
 @router.get("/datasets/{sim}/snapshots/{snap}/halos/{halo_id}", operation_id="get_halo", responses=_HALO_OK)
-def get_halo(sim: str, snap: int, halo_id: int, request: Request, sims: Sims, fields: Fields) -> Response:
+def get_halo(sim: str, s: SimulationDep, snap: int, halo_id: int, request: Request) -> Response:
     """One halo: every catalog and tree column, with links to its tree, mergers and cutout."""
-    s = simulation(sims, fields, sim)
     halo = s.halo(halo_id, snap)
     return encode({"halo": halo, "links": _links(request, s.id, halo)}, False)  # NaN -> null
 
 
 @router.get("/datasets/{sim}/halos/{halo_id}", operation_id="get_halo_by_id", responses=_HALO_OK)
-def get_halo_by_id(sim: str, halo_id: int, request: Request, sims: Sims, fields: Fields) -> Response:
+def get_halo_by_id(sim: str, s: SimulationDep, halo_id: int, request: Request) -> Response:
     """One halo by its id alone (ids are unique across snapshots), with links."""
-    s = simulation(sims, fields, sim)
     halo = s.halo(halo_id)
     return encode({"halo": halo, "links": _links(request, s.id, halo)}, False)  # NaN -> null
 
@@ -239,17 +205,15 @@ def get_halo_by_id(sim: str, halo_id: int, request: Request, sims: Sims, fields:
 @router.get("/datasets/{sim}/halos/{halo_id}/tree", operation_id="get_halo_tree", responses=_TABLE_OK)
 async def get_halo_tree(
     sim: str,
+    s: SimulationDep,
     halo_id: int,
     request: Request,
-    sims: Sims,
-    fields: Fields,
     kind: Annotated[str, Query(description="progenitors, main-branch, descendants or full.")] = "main-branch",
     snap: Annotated[int | None, Query(description="Only the rows at this snapshot.")] = None,
     columns: FieldList = None,
     format: TableFormat = None,
 ) -> Response:
     """The merger-tree rows of a halo, in one request (depth-first id ranges, no pointer walking)."""
-    s = simulation(sims, fields, sim)
     frame = await run_in_threadpool(s.tree, halo_id, kind, snap, _csv_list(columns))
     return await _table(request, format, frame, {"simulation": s.id, "halo_id": halo_id, "kind": kind})
 
@@ -257,43 +221,21 @@ async def get_halo_tree(
 @router.get("/datasets/{sim}/halos/{halo_id}/mergers", operation_id="get_halo_mergers", responses=_TABLE_OK)
 async def get_halo_mergers(
     sim: str,
+    s: SimulationDep,
     halo_id: int,
     request: Request,
-    sims: Sims,
-    fields: Fields,
     min_ratio: Annotated[float, Query(gt=0, le=1, description="Smallest progenitor/descendant mass ratio.")] = 0.2,
     format: TableFormat = None,
 ) -> Response:
     """Merger events along the halo's main branch: progenitor pairs each at least min_ratio of the descendant."""
-    s = simulation(sims, fields, sim)
     frame = await run_in_threadpool(s.mergers, halo_id, min_ratio)
     return await _table(request, format, frame, {"simulation": s.id, "halo_id": halo_id})
 
 
-def _cutout_bytes(data: dict[str, Any], fmt: str, sim: Simulation) -> bytes:
-    arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray) and k != "centre"}
-    scalars = {k: v for k, v in data.items() if k not in arrays}
+def _cutout_bytes(data: dict[str, Any], fmt: str, sim: Any) -> bytes:
     if fmt == "msgpack":
         return pack({**data, "count": int(data["Offsets"].shape[0])})
-    sink = io.BytesIO()
-    if fmt == "npz":
-        np.savez(sink, **arrays, centre=data["centre"])
-        return sink.getvalue()
-    import h5py
-
-    with h5py.File(sink, "w") as f:
-        header = f.create_group("Header")
-        header.attrs["BoxSize"] = sim.box
-        header.attrs["Redshift"] = float(sim.info["snapshots"][data["snap"]]["redshift"])
-        header.attrs["Time"] = float(sim.info["snapshots"][data["snap"]]["a"])
-        header.attrs["MassTable"] = np.array([0.0, sim.info["particle_mass"] / 1e10, 0, 0, 0, 0])
-        header.attrs["NumPart_ThisFile"] = np.array([0, data["Offsets"].shape[0], 0, 0, 0, 0], dtype=np.int64)
-        for k, v in scalars.items():
-            header.attrs[k] = v
-        part = f.create_group("PartType1")
-        for k, v in arrays.items():
-            part.create_dataset(k, data=v)
-    return sink.getvalue()
+    return export.halo_cutout_npz(data) if fmt == "npz" else export.halo_cutout_hdf5(data, sim)
 
 
 @router.get(
@@ -307,32 +249,23 @@ def _cutout_bytes(data: dict[str, Any], fmt: str, sim: Simulation) -> bytes:
 )
 async def get_halo_cutout(
     sim: str,
+    s: SimulationDep,
     snap: int,
     halo_id: int,
     request: Request,
-    sims: Sims,
-    fields: Fields,
-    caller: CallerDep,
-    settings: SettingsDep,
-    radius: Annotated[float, Query(gt=0, description="Sphere radius, in units of R200c or Mpc/h.")] = 2.0,
-    units: Annotated[str, Query(description="r200 (times the halo's R200c) or mpc (Mpc/h).")] = "r200",
-    particle_fields: Annotated[
-        str | None, Query(alias="fields", description="Coordinates,Velocities,ParticleIDs (default all).")
-    ] = None,
-    format: Annotated[str | None, Query(description="hdf5, msgpack or npz; default from Accept, else hdf5.")] = None,
+    limits: LimitsDep,
+    q: Annotated[HaloCutoutQuery, Depends()],
 ) -> Response:
     """Every particle within a radius of the halo's centre (periodic), not only its FOF members."""
-    s = simulation(sims, fields, sim)
-    chosen = choose_format(request, format, CUTOUT_FORMATS, "hdf5")
-    names = _csv_list(particle_fields)
+    chosen = choose_format(request, q.format, CUTOUT_FORMATS, "hdf5")
+    radius, units, names = q.radius, q.units, q.names
     upper = await run_in_threadpool(s.cutout_upper_bytes, halo_id, snap, radius, units, names)
     hint = "ask for a smaller radius or fewer fields"
     # The touched index cells bound the size; refuse absurd reads before touching the particles.
-    check_cutout_bytes(caller.limits, upper // 4, settings.sync_cutout_bytes, hint)
+    limits.cutout(upper // 4, hint)
     data = await run_in_threadpool(s.cutout, halo_id, snap, radius, units, names)
     nbytes = sum(v.nbytes for v in data.values() if isinstance(v, np.ndarray))
-    check_cutout_bytes(caller.limits, nbytes, settings.sync_cutout_bytes, hint)
-    request.state.cost = nbytes
+    limits.cutout(nbytes, hint)
     body = await run_in_threadpool(_cutout_bytes, data, chosen, s)
     filename = f"{s.id}_snap{int(data['snap']):03d}_halo{halo_id}.{chosen}"
     return Response(body, media_type=CUTOUT_FORMATS[chosen],
@@ -354,18 +287,16 @@ def _branch_job_hint(sim: str, halo_id: int, radius: float, units: str, names: l
 def _check_branch_bytes(nbytes: int, n_nodes: int, cap: int, hint: str) -> None:
     if nbytes > cap:
         raise LimitExceeded(
-            f"this branch cutout is {nbytes / MIB:.1f} MiB over {n_nodes} nodes, over the synchronous limit of "
-            f"{cap / MIB:.1f} MiB for your token; submit it as a batch job: {hint}"
+            f"this branch cutout is {nbytes / MIB:.1f} MiB over {n_nodes} nodes, over your synchronous cutout "
+            f"limit of {cap / MIB:.1f} MiB; submit it as a batch job: {hint}"
         )
 
 
-def _branch_bytes(info: dict[str, Any], nodes: list[dict[str, Any]], fmt: str, sim: Simulation) -> bytes:
+def _branch_bytes(info: dict[str, Any], nodes: list[dict[str, Any]], fmt: str, sim: Any) -> bytes:
     if fmt == "msgpack":
         count = int(sum(n["Offsets"].shape[0] for n in nodes))
         return pack({**info, "count": count, "nodes": nodes})
-    sink = io.BytesIO()
-    write_branch_hdf5(sink, info, sim.info, nodes)
-    return sink.getvalue()
+    return export.branch_cutout_hdf5(info, nodes, sim)
 
 
 @router.get(
@@ -374,34 +305,23 @@ def _branch_bytes(info: dict[str, Any], nodes: list[dict[str, Any]], fmt: str, s
     responses={
         200: {"description": "HDF5 with one group per snapshot (the node's row as attributes), or msgpack "
                              "{nodes: [...]}.", "content": {HDF5: {}, MSGPACK: {}}},
-        413: {"description": "Over the synchronous limit; the detail gives the job request to submit instead."},
+        413: {"description": "Over your synchronous cutout limit; the detail gives the job request to submit instead."},
         422: {"description": "Bad radius, unit or field, or nodes without R200c (use units=mpc or missing=skip)."},
     },
 )
 async def get_branch_cutout(
     sim: str,
+    s: SimulationDep,
     halo_id: int,
     request: Request,
-    sims: Sims,
-    fields: Fields,
-    caller: CallerDep,
-    settings: SettingsDep,
-    radius: Annotated[float, Query(gt=0, description="Sphere radius, in units of R200c or Mpc/h.")] = 2.0,
-    units: Annotated[str, Query(description="r200 (times each node's R200c) or mpc (Mpc/h).")] = "r200",
-    particle_fields: Annotated[
-        str | None, Query(alias="fields", description="Coordinates,Velocities,ParticleIDs (default all).")
-    ] = None,
-    missing: Annotated[
-        str, Query(description="With units=r200, nodes without R200c: error (422) or skip them.")
-    ] = "error",
-    format: Annotated[str | None, Query(description="hdf5 or msgpack; default from Accept, else hdf5.")] = None,
+    limits: LimitsDep,
+    q: Annotated[BranchCutoutQuery, Depends()],
 ) -> Response:
     """Particles within a radius of every main-branch node of a halo, one group per snapshot; big ones are jobs."""
-    s = simulation(sims, fields, sim)
-    chosen = choose_format(request, format, BRANCH_FORMATS, "hdf5")
-    names = _csv_list(particle_fields)
+    chosen = choose_format(request, q.format, BRANCH_FORMATS, "hdf5")
+    radius, units, names, missing = q.radius, q.units, q.names, q.missing
     nodes = await run_in_threadpool(branch_nodes, s, halo_id, radius, units, missing)
-    cap = min(caller.limits.max_cutout_bytes, settings.sync_cutout_bytes)
+    cap = limits.cutout_cap
     hint = _branch_job_hint(s.id, halo_id, radius, units, names, missing)
     # The touched index cells bound the size (a cube of cells around each sphere, so about 4x loose).
     upper = await run_in_threadpool(branch_upper_bytes, s, nodes, radius, units, names)
@@ -409,7 +329,7 @@ async def get_branch_cutout(
     cutouts = [await run_in_threadpool(node_cutout, s, n, radius, units, names) for n in nodes]
     nbytes = sum(v.nbytes for c in cutouts for v in c.values() if isinstance(v, np.ndarray))
     _check_branch_bytes(nbytes, len(nodes), cap, hint)
-    request.state.cost = nbytes
+    limits.charge(nbytes)
     info = {"simulation": s.id, "halo_id": halo_id, "radius": radius, "units": units}
     body = await run_in_threadpool(_branch_bytes, info, cutouts, chosen, s)
     filename = f"{s.id}_halo{halo_id}_branch.{chosen}"
@@ -443,18 +363,15 @@ _SQL_EXAMPLES = {
 )
 async def run_sql(
     sim: str,
+    s: SimulationDep,
+    body: Annotated[SqlRequest, body_of(SqlRequest)],
     request: Request,
-    sims: Sims,
-    fields: Fields,
-    settings: SettingsDep,
     format: TableFormat = None,
     truncate: Annotated[
         bool, Query(description="Over the row cap, return the first max_rows rows instead of a 413.")
     ] = False,
 ) -> Response:
     """Read-only SQL (DuckDB, no file/network/extension access) over halos, trees and snapshots; rows capped."""
-    s = simulation(sims, fields, sim)
-    body = await parse_request(request, SqlRequest, settings.max_body_bytes)
     result = await run_in_threadpool(s.sql, body.sql, truncate)
     info = {"simulation": s.id, "truncated": result.truncated, "max_rows": s.sql_max_rows}
     return await _table(request, format, result.frame, info)

@@ -1,24 +1,34 @@
-"""FastAPI dependencies shared by every router.
+"""FastAPI dependencies shared by every router: the settings, the caller, the dataset, the simulation
+and the job engine, each resolved once per request.
 
-They read what the app's lifespan put in the request state. Tests (or another deployment) can replace any
-of them with ``app.dependency_overrides``, as xpublish does with its dataset provider.
+Routes take them as annotated parameters (``ds: DatasetDep``, ``caller: CallerDep``), as xpublish's routes
+take ``get_dataset``. They read what the app's lifespan put in the request state; tests (or another
+deployment) can replace any of them with ``app.dependency_overrides``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from fastapi import Request
+from fastapi import Depends, Request
+from pydantic import BaseModel
 
-from labservice.errors import StorageUnavailable, unknown
-from labservice.limits import Caller, Limits
+from labservice.datasets.simulation import Simulation, SimulationRegistry
+from labservice.encoding import parse_request
+from labservice.errors import NotFound, StorageUnavailable, unknown
+from labservice.facade import Dataset
+from labservice.limits import Caller, Limits, check_cutout_bytes, check_points
 from labservice.middleware import caller_from_headers
 from labservice.settings import Settings
 
 if TYPE_CHECKING:
-    from labservice.dataset import Dataset
-    from labservice.datasets.simulation import SimulationRegistry
+    from labservice.jobs import JobEngine
+else:  # the engine module pulls in Dask: the annotation alone must not import it
+    JobEngine = Any
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class DatasetRegistry:
@@ -79,11 +89,7 @@ def get_datasets(request: Request) -> DatasetRegistry:
 def get_simulations(request: Request) -> SimulationRegistry:
     """The registry of published cosmology simulations (empty when the app found none)."""
     sims = getattr(request.state, "simulations", None)
-    if sims is None:
-        from labservice.datasets.simulation import SimulationRegistry
-
-        sims = SimulationRegistry()
-    return sims
+    return SimulationRegistry() if sims is None else sims
 
 
 def get_caller(request: Request) -> Caller:
@@ -96,3 +102,83 @@ def get_caller(request: Request) -> Caller:
     tokens = getattr(request.state, "tokens", None)
     host = request.client.host if request.client else ""
     return caller_from_headers({k.lower(): v for k, v in request.headers.items()}, host, tokens, public)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RegistryDep = Annotated[DatasetRegistry, Depends(get_datasets)]
+SimulationsDep = Annotated[SimulationRegistry, Depends(get_simulations)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+@dataclass
+class RequestLimits:
+    """The size limits of this request: checks a size against the caller's limits (LimitExceeded, 413) and
+    records what the request costs (the ``X-Lab-Cost`` header)."""
+
+    caller: Caller
+    settings: Settings
+    request: Request
+
+    @property
+    def cutout_cap(self) -> int:
+        """Bytes one synchronous cutout may have: the smaller of the token's and the server's cap."""
+        return min(self.caller.limits.max_cutout_bytes, self.settings.sync_cutout_bytes)
+
+    def points(self, npoints: int, ntimes: int = 1) -> None:
+        """Points x times within the caller's points_per_request."""
+        self.request.state.cost = check_points(self.caller.limits, npoints, ntimes)
+
+    def cutout(self, nbytes: int, hint: str, cost: int | None = None) -> None:
+        """A synchronous read of ``nbytes`` within :attr:`cutout_cap`; ``hint`` says what to do instead."""
+        check_cutout_bytes(self.caller.limits, nbytes, self.settings.sync_cutout_bytes, hint)
+        self.charge(nbytes if cost is None else cost)
+
+    def charge(self, cost: int) -> None:
+        self.request.state.cost = cost
+
+
+def get_limits(request: Request, caller: CallerDep, settings: SettingsDep) -> RequestLimits:
+    """This request's limits (the caller's, capped by the server's settings)."""
+    return RequestLimits(caller, settings, request)
+
+
+LimitsDep = Annotated[RequestLimits, Depends(get_limits)]
+
+
+def get_dataset(dataset_id: str, registry: RegistryDep) -> Dataset:
+    """The field dataset named by the ``{dataset_id}`` path parameter; 404 with close matches, 503 when
+    its store could not be opened."""
+    return registry.get(dataset_id)
+
+
+def get_simulation(sim: str, sims: SimulationsDep, registry: RegistryDep) -> Simulation:
+    """The cosmology simulation named by the ``{sim}`` path parameter; a field dataset of that id gets a
+    404 that says what the cosmology routes need."""
+    if sim not in sims and sim in registry.ids():
+        raise NotFound(
+            f"dataset {sim!r} is a field dataset, not a cosmology simulation; these routes need one of: "
+            + (", ".join(sims.ids()) or "(none served)")
+        )
+    return sims.get(sim)
+
+
+def get_engine(request: Request) -> JobEngine:
+    """The job engine of this app; 503 when the server runs without jobs."""
+    engine = getattr(request.app.state, "jobs", None)
+    if engine is None:
+        raise StorageUnavailable("batch jobs are not enabled on this server (no job engine is running)")
+    return engine
+
+
+DatasetDep = Annotated[Dataset, Depends(get_dataset)]
+SimulationDep = Annotated[Simulation, Depends(get_simulation)]
+EngineDep = Annotated[JobEngine, Depends(get_engine)]
+
+
+def body_of(model: type[M]) -> Any:
+    """A dependency giving the request body (JSON or msgpack) parsed as ``model``, within the size limit."""
+
+    async def parse(request: Request, settings: SettingsDep) -> M:
+        return await parse_request(request, model, settings.max_body_bytes)
+
+    return Depends(parse)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from labservice import __version__
-from labservice.routers.deps import DatasetRegistry, get_datasets
+from labservice.routers.deps import RegistryDep
 
 router = APIRouter(tags=["health"])
 
@@ -36,7 +36,7 @@ def _jobs_state(request: Request) -> dict[str, Any]:
     operation_id="health",
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}},
 )
-def health(request: Request, registry: Annotated[DatasetRegistry, Depends(get_datasets)]) -> dict[str, Any]:
+def health(request: Request, registry: RegistryDep) -> dict[str, Any]:
     """Liveness, the datasets served (and any that failed to open) and whether the job engine is reachable."""
     jobs = _jobs_state(request)
     healthy = not registry.failed and (jobs["reachable"] or not jobs["enabled"])

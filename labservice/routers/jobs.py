@@ -2,44 +2,27 @@
 
 Every route is scoped to the caller's token: another token's job answers 404, exactly like an unknown id,
 so ids cannot be probed. Public callers cannot run jobs (403). The engine is ``app.state.jobs``
-(:func:`labservice.jobs.start_jobs` puts it there in the lifespan).
+(:func:`labservice.jobs.start_jobs` puts it there in the lifespan); the request bodies are the job kinds'
+models (:data:`labservice.jobs.KINDS`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Header, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from labservice.encoding import as_points, decode_body, read_body
-from labservice.errors import InvalidInput, LabError, StorageUnavailable
-from labservice.http_errors import lab_error_response
-from labservice.job_registry import JobRecord
-from labservice.jobs import JobEngine, request_schema
-from labservice.limits import Caller
-from labservice.routers.deps import get_caller, get_settings
-from labservice.routers.models import POINTS_SCHEMA
-from labservice.settings import Settings
+from labservice.encoding import decode_body, read_body
+from labservice.http_ranges import parse_byte_range
+from labservice.interpolation.engine import as_points
+from labservice.jobs import KINDS, JobRecord, request_schema
+from labservice.requests import POINTS_SCHEMA
+from labservice.routers.deps import CallerDep, EngineDep, SettingsDep
 
 router = APIRouter(tags=["jobs"])
 PREFIX = "/api/v1/jobs"
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-class RangeNotSatisfiable(LabError):
-    status = 416
-    code = "range_not_satisfiable"
-
-
-def get_engine(request: Request) -> JobEngine:
-    """The job engine of this app; 503 when the server runs without jobs."""
-    engine = getattr(request.app.state, "jobs", None)
-    if engine is None:
-        raise StorageUnavailable("batch jobs are not enabled on this server (no job engine is running)")
-    return engine
 
 
 def _view(rec: JobRecord) -> dict[str, Any]:
@@ -56,9 +39,9 @@ _JOB_EXAMPLES: dict[str, Any] = {
         "kind": "cutout",
         "dataset": "isotropic64",
         "variables": ["velocity"],
-        "times": [6.0],
+        "time": 6.0,
         "x": "0:64:2",
-        "formats": ["zarr"],
+        "format": "zarr",
     },
     "points": {
         "kind": "points",
@@ -72,11 +55,13 @@ _JOB_EXAMPLES: dict[str, Any] = {
 
 def _job_body() -> dict[str, Any]:
     """The documented job request: one of the engine's request models, plus ``points`` where needed."""
-    schema = request_schema(ref_template="#/components/schemas/Job{model}")
-    defs = {f"Job{name}": d for name, d in schema.pop("$defs", {}).items()}
-    for name in ("JobPointsRequest", "JobParticlesRequest"):
-        defs[name]["properties"]["points"] = POINTS_SCHEMA
-        defs[name]["required"] = [*defs[name].get("required", []), "points"]
+    schema = request_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    for kind in KINDS.values():
+        if kind.takes_points:  # sent in the body, taken out before the kind's model sees it
+            name = kind.request.__name__
+            defs[name]["properties"]["points"] = POINTS_SCHEMA
+            defs[name]["required"] = [*defs[name].get("required", []), "points"]
     examples = {k: {"summary": k, "value": v} for k, v in _JOB_EXAMPLES.items()}
     return {
         "requestBody": {
@@ -90,8 +75,8 @@ def _job_body() -> dict[str, Any]:
     }
 
 
-Engine = Annotated[JobEngine, Depends(get_engine)]
-Who = Annotated[Caller, Depends(get_caller)]
+Engine = EngineDep
+Who = CallerDep
 
 
 @router.post(
@@ -107,17 +92,14 @@ Who = Annotated[Caller, Depends(get_caller)]
     openapi_extra=_job_body(),
 )
 async def submit_job(
-    request: Request, engine: Engine, caller: Who, settings: Annotated[Settings, Depends(get_settings)]
+    request: Request, engine: Engine, caller: Who, settings: SettingsDep
 ) -> JSONResponse:
     """Submit a batch job (cutout, points or particles); answers 202 with its id and links."""
     raw = await read_body(request, settings.max_body_bytes)
     body = decode_body(raw, request.headers.get("content-type"))
     points = body.pop("points", None)
     if points is not None:
-        try:
-            points = as_points(points)
-        except ValueError as exc:
-            raise InvalidInput(f"points {exc}") from None
+        points = as_points(points, strict=True)
     rec = await run_in_threadpool(engine.submit, caller.token_id, body, points, caller.limits)
     location = f"{PREFIX}/{rec.id}"
     content = {"id": rec.id, "status": rec.status, "links": {"self": location, "files": f"{location}/files"}}
@@ -143,22 +125,6 @@ async def cancel_job(job_id: str, engine: Engine, caller: Who) -> dict[str, Any]
     return _view(await run_in_threadpool(engine.cancel, caller.token_id, job_id))
 
 
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``[start, end)`` of a single ``bytes=`` range, None for no header; 416 when unsatisfiable."""
-    if header is None:
-        return None
-    m = _RANGE.match(header.strip())
-    if m is None or m.group(1) == m.group(2) == "":
-        raise RangeNotSatisfiable(f"Range must be one 'bytes=start-end' range; got {header!r}", size=size)
-    if m.group(1) == "":  # the last n bytes
-        return max(0, size - int(m.group(2))), size
-    start = int(m.group(1))
-    end = size if m.group(2) == "" else min(size, int(m.group(2)) + 1)
-    if start >= size or start >= end:
-        raise RangeNotSatisfiable(f"Range {header!r} is outside the file of {size} bytes", size=size)
-    return start, end
-
-
 @router.get(
     "/jobs/{job_id}/files/{name:path}",
     operation_id="get_job_file",
@@ -177,18 +143,13 @@ async def get_job_file(
     headers = {"Accept-Ranges": "bytes"}
     if "sha256" in entry:
         headers["ETag"] = f'"{entry["sha256"]}"'
-    try:
-        span = parse_range(range, size)
-    except RangeNotSatisfiable as exc:
-        response = lab_error_response(exc)
-        response.headers.update(headers | {"Content-Range": f"bytes */{size}"})
-        return response
-    start, end = span if span is not None else (0, size)
+    span = parse_byte_range(range, size)  # 416 through the error map when malformed or outside the file
+    start, end = (span.start, span.stop) if span is not None else (0, size)
     headers["Content-Length"] = str(end - start)
     status = 200
     if span is not None:
         status = 206
-        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Range"] = span.content_range
     chunks = engine.scratch.iter_range(job_id, name, start, end)  # a sync iterator: run in a thread pool
     return StreamingResponse(
         chunks, status_code=status, headers=headers, media_type="application/octet-stream"

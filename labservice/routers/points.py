@@ -6,17 +6,20 @@ worker thread, and encodes the result the way Accept asks.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from labservice.encoding import openapi_body, parse_request, respond
-from labservice.errors import InvalidInput, LimitExceeded
-from labservice.limits import Caller, check_cutout_bytes, check_points
-from labservice.routers.deps import DatasetRegistry, get_caller, get_datasets, get_settings
+from labservice.cutout.region import parse_range
+from labservice.encoding import openapi_body, respond
+from labservice.errors import LimitExceeded
+from labservice.interpolation.operators import component_names
+from labservice.requests import ParticlesRequest, PointsRequest
+from labservice.routers.deps import DatasetDep, LimitsDep, body_of
 from labservice.routers.models import (
     EXAMPLE_FILTER,
     EXAMPLE_PARTICLES,
@@ -24,17 +27,16 @@ from labservice.routers.models import (
     EXAMPLE_THRESHOLD,
     MAX_TRACK_STEPS,
     FilterRequest,
-    ParticlesRequest,
-    PointsRequest,
     ThresholdRequest,
 )
-from labservice.settings import Settings
+from labservice.storage.metadata import AXES
 
 router = APIRouter(tags=["points"])
 
-Registry = Annotated[DatasetRegistry, Depends(get_datasets)]
-CallerDep = Annotated[Caller, Depends(get_caller)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+PointsBody = Annotated[PointsRequest, body_of(PointsRequest)]
+ParticlesBody = Annotated[ParticlesRequest, body_of(ParticlesRequest)]
+FilterBody = Annotated[FilterRequest, body_of(FilterRequest)]
+ThresholdBody = Annotated[ThresholdRequest, body_of(ThresholdRequest)]
 
 _BINARY = {
     "description": "JSON, or msgpack when Accept: application/msgpack (arrays as {dtype, shape, data}).",
@@ -64,13 +66,9 @@ def _responses(example: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
         {"values": [[0.1, -0.2, 0.05]], "components": ["ux", "uy", "uz"], "times": [0.3], "clipped": [False]}
     ),
 )
-async def points(
-    dataset_id: str, request: Request, registry: Registry, caller: CallerDep, settings: SettingsDep
-) -> Response:
+async def points(ds: DatasetDep, body: PointsBody, limits: LimitsDep, request: Request) -> Response:
     """Values, gradients, Hessians or Laplacians of a variable at N points, at one time or a series."""
-    ds = registry.get(dataset_id)
-    body = await parse_request(request, PointsRequest, settings.max_body_bytes)
-    request.state.cost = check_points(caller.limits, len(body.points), body.ntimes())
+    limits.points(len(body.points), body.ntimes())
     result = await run_in_threadpool(
         ds.query_points,
         body.variable,
@@ -101,13 +99,9 @@ async def points(
         {"positions": [[[0.1, 0.2, 0.3]], [[0.12, 0.21, 0.29]]], "times": [0.0, 0.05], "left_domain": [False]}
     ),
 )
-async def particles(
-    dataset_id: str, request: Request, registry: Registry, caller: CallerDep, settings: SettingsDep
-) -> Response:
+async def particles(ds: DatasetDep, body: ParticlesBody, limits: LimitsDep, request: Request) -> Response:
     """Advect particles from t_start to t_end through the interpolated velocity (RK2 or RK4)."""
-    ds = registry.get(dataset_id)
-    body = await parse_request(request, ParticlesRequest, settings.max_body_bytes)
-    request.state.cost = check_points(caller.limits, len(body.points), body.noutputs())
+    limits.points(len(body.points), body.noutputs())
     if body.nsteps() > MAX_TRACK_STEPS:  # the work grows with the steps, not with the outputs
         raise LimitExceeded(
             f"dt = {body.dt:g} makes {body.nsteps()} integration steps, over the limit of {MAX_TRACK_STEPS} "
@@ -147,41 +141,14 @@ async def particles(
     openapi_extra=openapi_body(FilterRequest, EXAMPLE_FILTER),
     responses=_responses({"values": [[0.1, -0.2, 0.05]], "components": ["ux", "uy", "uz"]}),
 )
-async def box_filter(
-    dataset_id: str, request: Request, registry: Registry, caller: CallerDep, settings: SettingsDep
-) -> Response:
+async def box_filter(ds: DatasetDep, body: FilterBody, limits: LimitsDep, request: Request) -> Response:
     """Box-filtered values or FD4 gradients of the filtered field at N points (width in grid points)."""
-    ds = registry.get(dataset_id)
-    body = await parse_request(request, FilterRequest, settings.max_body_bytes)
-    request.state.cost = check_points(caller.limits, len(body.points))
+    limits.points(len(body.points))
     values = await run_in_threadpool(
         ds.filter, body.variable, body.points, body.width, time=body.time, operator=body.operator
     )
-    from labservice.dataset import component_names
-
     components = component_names(ds.meta.variables[body.variable].components, body.operator, body.variable)
     return await respond(request, {"values": np.asarray(values), "components": list(components)})
-
-
-def _index_range(spec: str | list[int] | None, name: str) -> tuple[int, int] | None:
-    """'start:stop' or [start, stop] -> (start, stop)."""
-    if spec is None:
-        return None
-    parts = spec.split(":") if isinstance(spec, str) else list(spec)
-    try:
-        start, stop = (int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise InvalidInput(
-            f"{name} must be 'start:stop' grid indices (stop exclusive); got {spec!r}"
-        ) from None
-    return start, stop
-
-
-def _box_nodes(meta: Any, ranges: dict[str, tuple[int, int] | None]) -> int:
-    n = 1
-    for name, r in ranges.items():
-        n *= meta.grid.axis(name).size if r is None else max(r[1] - r[0], 0)
-    return n
 
 
 @router.post(
@@ -190,17 +157,12 @@ def _box_nodes(meta: Any, ranges: dict[str, tuple[int, int] | None]) -> int:
     openapi_extra=openapi_body(ThresholdRequest, EXAMPLE_THRESHOLD),
     responses=_responses({"indices": [[3, 4, 5]], "positions": [[0.29, 0.39, 0.49]], "values": [7.2]}),
 )
-async def threshold(
-    dataset_id: str, request: Request, registry: Registry, caller: CallerDep, settings: SettingsDep
-) -> Response:
+async def threshold(ds: DatasetDep, body: ThresholdBody, limits: LimitsDep, request: Request) -> Response:
     """Grid nodes inside a box where a scalar of a variable (norm, vorticity, Q, ...) reaches a threshold."""
-    ds = registry.get(dataset_id)
-    body = await parse_request(request, ThresholdRequest, settings.max_body_bytes)
-    ranges = {name: _index_range(getattr(body, name), name) for name in ("x", "y", "z")}
-    nodes = _box_nodes(ds.meta, ranges)
+    ranges = {name: parse_range(getattr(body, name), name, ds.meta.grid.axis(name)) for name in AXES}
+    nodes = math.prod(r.count for r in ranges.values())
     # Scanning a box reads it like a cutout of one component: the cutout limit applies.
-    check_cutout_bytes(caller.limits, 4 * nodes, settings.sync_cutout_bytes, "use a smaller box")
-    request.state.cost = nodes
+    limits.cutout(4 * nodes, "use a smaller box", cost=nodes)
     result = await run_in_threadpool(
         ds.threshold,
         body.variable,
@@ -208,8 +170,8 @@ async def threshold(
         time=body.time,
         scalar=body.scalar,
         spatial=body.spatial,
-        max_points=caller.limits.points_per_request,
-        **ranges,
+        max_points=limits.caller.limits.points_per_request,
+        **{name: (r.start, r.stop, r.step) for name, r in ranges.items()},
     )
     return await respond(
         request,

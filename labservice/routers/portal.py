@@ -4,8 +4,8 @@ The pages are thin: they show metadata rendered here and leave every measurement
 JavaScript (``labservice/static/js``) that calls the public JSON API with the browser's token. The one
 non-page route, ``POST /export/points.h5``, turns the result table a page already holds into HDF5, since a
 browser cannot write HDF5 itself. Every portal response carries the security headers of
-:data:`SECURITY_HEADERS`; a library error becomes an HTML page with the same message the API gives, never a
-traceback.
+:data:`SECURITY_HEADERS`; a library error (raised by a page or its dependencies) becomes an HTML page with
+the same message and status the API gives, never a traceback (:class:`PageRoute`).
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
@@ -26,11 +28,11 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from labservice import __version__
+from labservice.cutout.formats import download_formats
 from labservice.datasets.simulation import Simulation, SimulationRegistry
-from labservice.encoding import parse_request
 from labservice.errors import InvalidInput, LabError, NotFound, unknown
-from labservice.routers.deps import DatasetRegistry, get_datasets, get_settings, get_simulations
-from labservice.settings import Settings
+from labservice.http_errors import lab_error_response, status_for
+from labservice.routers.deps import DatasetRegistry, RegistryDep, SimulationsDep, body_of
 
 HERE = Path(__file__).resolve().parent.parent
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
@@ -51,9 +53,8 @@ SECURITY_HEADERS = {
 MAX_EXPORT_COMPONENTS = 64  # a hessian of a 3-vector has 18 columns; anything far beyond is not a table
 MAIN_BRANCH_FIELDS = ["id", "snap", "a", "redshift", "mass", "n_particles"]
 
-router = APIRouter(tags=["portal"], include_in_schema=False)
-Registry = Annotated[DatasetRegistry, Depends(get_datasets)]
-Sims = Annotated[SimulationRegistry, Depends(get_simulations)]
+Registry = RegistryDep
+Sims = SimulationsDep
 
 
 # -- helpers --------------------------------------------------------------------------------------------
@@ -68,14 +69,32 @@ def _page(request: Request, template: str, status_code: int = 200, **context: An
 
 def _error_page(request: Request, exc: LabError) -> HTMLResponse:
     """The page for a library error: its status and its message, which says what to change."""
-    return _page(
-        request,
-        "error.html",
-        status_code=exc.status,
-        title=f"Error {exc.status}",
-        status=exc.status,
-        message=exc.message,
-    )
+    status = status_for(exc)
+    return _page(request, "error.html", status_code=status, title=f"Error {status}", status=status, message=exc.message)
+
+
+class PageRoute(APIRoute):
+    """A portal route: a library error becomes the error page (HTML routes) or the API's JSON error body
+    with the portal's security headers (the export route), wherever it was raised."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        html = self.response_class is HTMLResponse
+
+        async def run(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LabError as exc:
+                if html:
+                    return _error_page(request, exc)
+                response = lab_error_response(exc)
+                response.headers.update(SECURITY_HEADERS)
+                return response
+
+        return run
+
+
+router = APIRouter(tags=["portal"], include_in_schema=False, route_class=PageRoute)
 
 
 def _kind_of(dataset_id: str, registry: DatasetRegistry, sims: SimulationRegistry) -> str:
@@ -228,22 +247,19 @@ def home(request: Request, registry: Registry, sims: Sims) -> HTMLResponse:
 @router.get("/datasets/{dataset_id}", operation_id="portal_dataset", response_class=HTMLResponse)
 async def dataset_page(dataset_id: str, request: Request, registry: Registry, sims: Sims) -> HTMLResponse:
     """A dataset: metadata, slice viewer and spectrum, or for a simulation its snapshots and halos."""
-    try:
-        if _kind_of(dataset_id, registry, sims) == "cosmology":
-            sim = sims.get(dataset_id)
-            snapshots = json.loads(sim.snapshots().to_json(orient="records"))
-            return _page(
-                request,
-                "simulation.html",
-                title=f"{dataset_id}: simulation",
-                sim=sim.summary(),
-                snapshots=snapshots,
-                last_snap=max(s["snap"] for s in snapshots),
-            )
-        ds = registry.get(dataset_id)
-        svg, curve = await run_in_threadpool(_flow_curve_svg, ds)
-    except LabError as exc:
-        return _error_page(request, exc)
+    if _kind_of(dataset_id, registry, sims) == "cosmology":
+        sim = sims.get(dataset_id)
+        snapshots = json.loads(sim.snapshots().to_json(orient="records"))
+        return _page(
+            request,
+            "simulation.html",
+            title=f"{dataset_id}: simulation",
+            sim=sim.summary(),
+            snapshots=snapshots,
+            last_snap=max(s["snap"] for s in snapshots),
+        )
+    ds = registry.get(dataset_id)
+    svg, curve = await run_in_threadpool(_flow_curve_svg, ds)
     meta = ds.meta
     return _page(
         request,
@@ -262,12 +278,9 @@ async def dataset_page(dataset_id: str, request: Request, registry: Registry, si
 @router.get("/datasets/{dataset_id}/query", operation_id="portal_query", response_class=HTMLResponse)
 def query_page(dataset_id: str, request: Request, registry: Registry, sims: Sims) -> HTMLResponse:
     """The point-query form: paste or upload points, choose method, operator and time, see the table."""
-    from labservice.dataset import ALL_OPERATORS, SPATIAL_METHODS, TEMPORAL_METHODS
+    from labservice.facade import ALL_OPERATORS, SPATIAL_METHODS, TEMPORAL_METHODS
 
-    try:
-        ds = _field_or_404(dataset_id, registry, sims, "query form")
-    except LabError as exc:
-        return _error_page(request, exc)
+    ds = _field_or_404(dataset_id, registry, sims, "query form")
     summary = _field_summary(dataset_id, ds.meta)
     # A few example points spread inside the domain (away from walls), to edit or replace.
     lo = np.array([a["lo"] for a in summary["axes"]])
@@ -289,17 +302,14 @@ def query_page(dataset_id: str, request: Request, registry: Registry, sims: Sims
 @router.get("/datasets/{dataset_id}/cutout", operation_id="portal_cutout", response_class=HTMLResponse)
 def cutout_page(dataset_id: str, request: Request, registry: Registry, sims: Sims) -> HTMLResponse:
     """The cutout form: ranges and strides, the size before submitting, download or batch job."""
-    try:
-        ds = _field_or_404(dataset_id, registry, sims, "cutout form")
-    except LabError as exc:
-        return _error_page(request, exc)
+    ds = _field_or_404(dataset_id, registry, sims, "cutout form")
     return _page(
         request,
         "cutout.html",
         title=f"{dataset_id}: cutout",
         ds=_field_summary(dataset_id, ds.meta),
         times=list(ds.meta.times),
-        formats=["hdf5", "netcdf", "zip", "npy", "zarr"],
+        formats=download_formats(),
     )
 
 
@@ -308,16 +318,13 @@ async def halo_page(
     dataset_id: str, halo_id: str, request: Request, sims: Sims, registry: Registry
 ) -> HTMLResponse:
     """One halo: its catalog row and its main-branch mass history."""
-    try:
-        if _kind_of(dataset_id, registry, sims) != "cosmology":
-            raise NotFound(f"{dataset_id!r} is a field dataset; halo pages belong to cosmology simulations")
-        if not re.fullmatch(r"\d{1,18}", halo_id):
-            raise NotFound(f"halo ids are non-negative integers; got {halo_id!r}")
-        sim = sims.get(dataset_id)
-        halo = await run_in_threadpool(sim.halo, int(halo_id))
-        svg, branch = await run_in_threadpool(_main_branch_svg, sim, int(halo_id))
-    except LabError as exc:
-        return _error_page(request, exc)
+    if _kind_of(dataset_id, registry, sims) != "cosmology":
+        raise NotFound(f"{dataset_id!r} is a field dataset; halo pages belong to cosmology simulations")
+    if not re.fullmatch(r"\d{1,18}", halo_id):
+        raise NotFound(f"halo ids are non-negative integers; got {halo_id!r}")
+    sim = sims.get(dataset_id)
+    halo = await run_in_threadpool(sim.halo, int(halo_id))
+    svg, branch = await run_in_threadpool(_main_branch_svg, sim, int(halo_id))
     return _page(
         request,
         "halo.html",
@@ -379,19 +386,9 @@ def points_table_hdf5(table: PointsTable) -> bytes:
 
 
 @router.post("/export/points.h5", operation_id="portal_export_points_hdf5")
-async def export_points_hdf5(
-    request: Request, settings: Annotated[Settings, Depends(get_settings)]
-) -> Response:
+async def export_points_hdf5(table: Annotated[PointsTable, body_of(PointsTable)]) -> Response:
     """Turn the result table of the query page into an HDF5 file (the browser cannot write HDF5)."""
-    try:
-        table = await parse_request(request, PointsTable, settings.max_body_bytes)
-        body = await run_in_threadpool(points_table_hdf5, table)
-    except LabError as exc:
-        from labservice.http_errors import lab_error_response
-
-        response = lab_error_response(exc)
-        response.headers.update(SECURITY_HEADERS)
-        return response
+    body = await run_in_threadpool(points_table_hdf5, table)
     safe = re.sub(
         r"[^A-Za-z0-9_.-]", "_", f"{table.dataset}_{table.variable}_{table.operator}_t{table.time:g}"
     )

@@ -1,13 +1,15 @@
-"""Shared fixtures: one small real simulation (32^3 particles in 50 Mpc/h, 8 snapshots), built once per test session."""
+"""Cosmology library tests: one small real simulation (tests/plugin/cosmo.py), built once per session."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from labservice.datasets.cosmo import build_cosmo
+from tests.plugin.cosmo import build_small_sim
 
 
 @pytest.fixture(scope="session")
-def small_sim(tmp_path_factory):
+def small_sim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A real PM run ingested through the Gadget files: the path of the dataset folder."""
-    return build_cosmo(tmp_path_factory.mktemp("cosmo"), size=32, n_snapshots=8, seed=7, box=50.0)
+    return build_small_sim(tmp_path_factory.mktemp("cosmo"))

@@ -6,7 +6,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from labservice.datasets.fof import fof_labels, halo_properties, periodic_delta
+from labservice.datasets.ingest.fof import fof_labels, halo_properties, periodic_delta
 
 BOX = 10.0
 

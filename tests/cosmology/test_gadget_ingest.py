@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from labservice.cutout.particles import ParticleSnapshot
-from labservice.datasets.gadget import read_snapshot, write_swift_snapshot
+from labservice.datasets.ingest.gadget import read_snapshot, write_swift_snapshot
 from labservice.storage import open_store
+from labservice.storage.particles import ParticleSnapshot
 
 
 def test_gadget_snapshot_reads_like_gadget4(small_sim):

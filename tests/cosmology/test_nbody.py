@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.fft
 
-from labservice.datasets import nbody as nb
+from labservice.datasets.demo import nbody as nb
 
 COSMO = nb.Cosmology()
 

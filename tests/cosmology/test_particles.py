@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labservice.cutout.particles import ParticleSnapshot, write_particles
 from labservice.errors import InvalidInput
+from labservice.storage.particles import ParticleSnapshot, write_particles
 
 BOX = 50.0
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from labservice.datasets.ingest.trees import check_depth_first, depth_first_ids, link_descendants
 from labservice.datasets.treequery import TreeTable, walk_descendants, walk_main_branch, walk_progenitors
-from labservice.datasets.trees import check_depth_first, depth_first_ids, link_descendants
 
 
 def test_hand_made_tree_numbering():

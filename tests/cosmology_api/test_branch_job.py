@@ -10,15 +10,14 @@ import pytest
 from labclient import InvalidRequest, Lab, NotFoundError
 from labclient.cosmology import read_branch_cutout
 from labservice.app import create_app
-from labservice.branch_jobs import simulation_resolver
 from labservice.devserver import ServerThread
 from labservice.jobs import JobEngine
+from labservice.jobs.kinds.branch import simulation_resolver
 from labservice.limits import Limits
 from labservice.routers import jobs as jobs_router
 from labservice.settings import Settings
 from labservice.tokens import TokenStore
-
-from .conftest import SIM
+from tests.plugin.cosmo import SIM
 
 pytestmark = pytest.mark.dask
 

@@ -12,8 +12,7 @@ import pytest
 
 from labclient import InvalidRequest, NotFoundError
 from labclient.cosmology import RemoteSimulation
-
-from .conftest import SIM
+from tests.plugin.cosmo import SIM
 
 LAST = 7  # z = 0
 

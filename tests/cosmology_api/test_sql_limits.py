@@ -10,8 +10,7 @@ from labclient import Lab, LimitError
 from labservice.app import create_app
 from labservice.devserver import ServerThread
 from labservice.settings import Settings
-
-from .conftest import SIM
+from tests.plugin.cosmo import SIM
 
 LIMITS = {"sql_max_rows": 5, "sql_timeout_seconds": 1.0, "sql_memory_limit": "32MB", "sql_threads": 2}
 

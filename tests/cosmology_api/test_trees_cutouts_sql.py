@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from labclient import InvalidRequest, LimitError
-from labservice.cutout.particles import ParticleSnapshot
 from labservice.datasets.treequery import KINDS, TreeTable
+from labservice.storage.particles import ParticleSnapshot
 
 LAST = 7
 

@@ -212,3 +212,24 @@ def test_format_errors(cuts, tmp_path):
         encode_cutout(cuts["both"][:3], "hdf5")
     with pytest.raises(InvalidInput, match="each time may appear once|exactly once"):
         encode_cutout([cuts["one"], cuts["one"]], "npy")
+
+
+def test_xdmf_escapes_names_and_registry_lists_every_format():
+    from labservice.cutout import FORMATS, check_format, layout_for, xdmf_text
+    from labservice.cutout.formats import job_formats
+    from labservice.storage.metadata import Axis, DatasetMeta, Grid, Variable
+
+    axis = Axis(size=4, start=0.0, step=1.0)
+    meta = DatasetMeta(
+        id="a.b-c",
+        title="names",
+        grid=Grid(x=axis, y=axis, z=axis),
+        times=[0.0],
+        variables={"s": Variable(components=['<u"v>', "u&v"], units="m")},
+    )
+    text = xdmf_text(layout_for(meta, plan_cutout(meta, "s"), [0]), "a&b.h5")
+    root = ET.fromstring(text.split("\n", 2)[2])  # well-formed although the names hold &, <, > and "
+    assert [a.get("Name") for a in root.iter("Attribute")] == ['s_<u"v>', "s_u&v"]
+    assert {i.text.split(":")[0] for i in root.iter("DataItem") if i.get("Format") == "HDF"} == {"a&b.h5"}
+    assert list(FORMATS) == ["hdf5", "zip", "xdmf", "netcdf", "zarr", "npy", "msgpack"]
+    assert job_formats() == ["hdf5", "netcdf", "zarr"] and check_format("NC") == "netcdf"

@@ -5,18 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labservice.cutout import (
-    cutout_nbytes,
-    cutout_shape,
-    iter_cutout_blocks,
-    parse_range,
-    plan_cutout,
-    read_cutout,
-    time_index,
-)
+from labservice.cutout import cutout_nbytes, cutout_shape, iter_cutout_blocks, parse_range
+from labservice.cutout.region import plan_cutout, read_cutout, time_index
 from labservice.errors import InvalidInput, NotFound, OutOfDomain
-
-from .conftest import NX, NY, NZ, Z_COORDS, small_meta
+from tests.plugin.grids import NX, NY, NZ, Z_COORDS, small_meta
 
 
 def reference(a: np.ndarray, t: int, x: tuple, y: tuple, z: tuple) -> np.ndarray:

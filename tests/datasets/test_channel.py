@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from labservice.datasets.channel import (
+from labservice.datasets.demo.channel import (
     DEFAULT_PARAMS,
     channel_pressure,
     channel_velocity,

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from labservice.datasets.catalog import CatalogURL, discover, load_catalog
-from labservice.datasets.demo import build_demos, is_built
+from labservice.datasets.demo.build import build_demos, is_built
 from labservice.errors import InvalidInput, NotFound
 from labservice.storage import create_store, open_store
 from labservice.storage.metadata import Axis, DatasetMeta, Grid, Variable

@@ -171,7 +171,7 @@ def test_wrong_order_is_a_shape_mismatch(sources):
 
 
 def test_time_axis_length_must_match_times(tmp_path):
-    from .conftest import write_sources
+    from tests.plugin.sources import write_sources
 
     src = write_sources(tmp_path, per_time_step=False)
     src.rewrite(times=[0.0, 1.0])

@@ -15,8 +15,7 @@ import zarr
 from labservice.datasets.ingest import ingest, ingest_descriptor, load_descriptor, shard_order
 from labservice.errors import NotFound
 from labservice.storage import open_store
-
-from .conftest import SHAPE, TIMES, write_sources
+from tests.plugin.sources import SHAPE, TIMES, write_sources
 
 
 @pytest.mark.parametrize("order", ["zyx", "xyz"])

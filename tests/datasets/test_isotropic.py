@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from labservice.datasets.demo.isotropic import DNSConfig, SpectralNS, refine, run_to, write_isotropic_run
 from labservice.datasets.ingest import ingest_descriptor
-from labservice.datasets.isotropic import DNSConfig, SpectralNS, refine, run_to, write_isotropic_run
 from labservice.storage import open_store
 
 

@@ -9,17 +9,16 @@ the committed notebooks are never rewritten here.
 from __future__ import annotations
 
 import ast
-import importlib.util
 import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import nbformat
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+from examples import run_all as runner
+
 EXPECTED = [
     "01_virtual_sensors",
     "02_lagrangian_particles",
@@ -32,15 +31,6 @@ EXPECTED = [
 ALLOWED_IMPORTS = {"labclient", "numpy", "matplotlib", "xarray", "pandas", "os", "tempfile", "pathlib"}
 
 
-def _load_runner() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("examples_run_all", EXAMPLES / "run_all.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load_runner()
 NOTEBOOKS = {path.stem: path for path in runner.NOTEBOOKS}
 
 

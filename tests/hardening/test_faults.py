@@ -16,15 +16,16 @@ import httpx
 import numpy as np
 import pytest
 import yaml
-from hardhelpers import ServeProcess, Weed, analytic_velocity, build_box
 
 from labservice import open_dataset
 from labservice.app import create_app
-from labservice.devserver import ServerThread
+from labservice.devserver import ServeProcess, ServerThread
 from labservice.jobs import JobEngine
 from labservice.limits import Limits
 from labservice.settings import Settings
 from labservice.tokens import TokenStore
+from tests.plugin.grids import analytic_velocity, build_box
+from tests.plugin.s3 import SeaweedS3
 
 pytestmark = pytest.mark.slow
 
@@ -37,8 +38,8 @@ def _points_body(time: float = 0.0) -> dict:
 
 @pytest.mark.s3
 def test_s3_stopped_gives_503_with_retry_after_then_recovers(tmp_path: Path) -> None:
-    weed = Weed(tmp_path / "weed")
-    weed.start()
+    weed = SeaweedS3(tmp_path / "weed", fail_fast=True)
+    weed.start("hard")
     try:
         url = "s3://hard/s3box.zarr"
         build_box(url, n=32, nt=2, chunk=16, shard=32, storage_options=weed.storage_options)
@@ -64,7 +65,7 @@ def test_s3_stopped_gives_503_with_retry_after_then_recovers(tmp_path: Path) -> 
             assert down.json()["code"] == "storage_unavailable"
             assert "cannot reach the store" in down.json()["detail"]
 
-            weed.start()
+            weed.start("hard")
             after = http.post(path, json=_points_body())
             assert after.status_code == 200, after.text
             assert after.json()["values"] == before.json()["values"]

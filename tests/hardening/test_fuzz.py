@@ -57,7 +57,7 @@ values = [0, 1, 2, 5]
 
 
 def test_openapi_fuzz_finds_no_5xx_and_no_schema_violation(
-    hard_server: ServerThread, job_token: str, tmp_path: Path
+    server: ServerThread, job_token: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "schemathesis.toml"
     config.write_text(CONFIG)
@@ -69,7 +69,7 @@ def test_openapi_fuzz_finds_no_5xx_and_no_schema_violation(
         "NO_COLOR": "1",
     }
     cmd = [
-        ST, "--config-file", str(config), "run", f"{hard_server.url}/openapi.json",
+        ST, "--config-file", str(config), "run", f"{server.url}/openapi.json",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
         "--max-examples", str(EXAMPLES), "--phases", PHASES, "--workers", "1", "--seed", "1",
         "--request-timeout", "120", "--max-response-time", "60", "--generation-database", "none",

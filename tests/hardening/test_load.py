@@ -5,55 +5,43 @@ The long run (50 clients x 120 s, server in its own process) is ``python benchma
 
 from __future__ import annotations
 
-import importlib.util
 import socket
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
 import pytest
-from hardhelpers import build_box
 
+from benchmarks import load
 from labservice.app import create_app
 from labservice.devserver import ServerThread
 from labservice.limits import Limits
 from labservice.settings import Settings
 from labservice.tokens import TokenStore
+from tests.plugin.grids import build_box
 
 pytestmark = [pytest.mark.slow, pytest.mark.dask]
 
 MIB = 1 << 20
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "load.py"
 CLIENTS, SECONDS = 10, 10.0
 
 
-def _load_module():
-    spec = importlib.util.spec_from_file_location("labservice_load_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
-
-
-def test_mixed_load_has_no_errors_and_flat_memory(hard_server: ServerThread, hard_settings: Settings) -> None:
-    load = _load_module()
-    tokens = load.make_tokens(hard_settings.token_db_path(), CLIENTS)
-    load.run_load(hard_server.url, tokens[:2], 3.0)  # compile the numba kernels, import matplotlib
+def test_mixed_load_has_no_errors_and_flat_memory(server: ServerThread, settings: Settings) -> None:
+    tokens = load.make_tokens(settings.token_db_path(), CLIENTS)
+    load.run_load(server.url, tokens[:2], 3.0)  # compile the numba kernels, import matplotlib
     before = psutil.Process().memory_info().rss
-    result = load.run_load(hard_server.url, tokens, SECONDS)
+    result = load.run_load(server.url, tokens, SECONDS)
     assert result["errors"] == 0, result["error_samples"]
     ops = result["operations"]
     for op in ("points", "cutout", "metadata", "halos", "job_submit"):
         assert ops.get(op, {}).get("count", 0) > 0, (op, ops)
     assert result["throughput_rps"] > 2
     # This test process holds the server: its memory may grow by the chunk cache (bounded) and little more.
-    bound = (hard_settings.cache_bytes + 192 * MIB) / MIB
+    bound = (settings.cache_bytes + 192 * MIB) / MIB
     assert result["rss_mb"]["max"] - before / MIB < bound, (before / MIB, result["rss_mb"])
 
 

@@ -55,12 +55,12 @@ def raw_get(server: ServerThread, path: str, headers: dict[str, str] | None = No
 
 
 @pytest.fixture(scope="module")
-def done_job(hard_server: ServerThread, job_token: str) -> str:
+def done_job(server: ServerThread, job_token: str) -> str:
     """A finished job of ``job_token`` (a small points job)."""
     auth = {"Authorization": f"Bearer {job_token}"}
     body = {"kind": "points", "dataset": "isotropic64", "variable": "pressure", "time": 6.0,
             "points": [[0.1, 0.2, 0.3]]}  # fmt: skip
-    with httpx.Client(base_url=hard_server.url + "/api/v1", headers=auth, timeout=60) as http:
+    with httpx.Client(base_url=server.url + "/api/v1", headers=auth, timeout=60) as http:
         job_id = http.post("/jobs", json=body).json()["id"]
         deadline = time.monotonic() + 120
         while (job := http.get(f"/jobs/{job_id}").json())["status"] in ("queued", "running"):
@@ -71,7 +71,7 @@ def done_job(hard_server: ServerThread, job_token: str) -> str:
 
 
 @pytest.mark.parametrize("evil", TRAVERSALS)
-def test_path_traversal_is_refused_everywhere(hard_server, job_token, done_job, evil) -> None:
+def test_path_traversal_is_refused_everywhere(server, job_token, done_job, evil) -> None:
     auth = {"Authorization": f"Bearer {job_token}"}
     paths = [
         f"/api/v1/datasets/{evil}",
@@ -84,7 +84,7 @@ def test_path_traversal_is_refused_everywhere(hard_server, job_token, done_job, 
         f"/api/v1/jobs/{done_job}/files/points.npy/{evil}",
     ]
     for path in paths:
-        status, body = raw_get(hard_server, path, auth)
+        status, body = raw_get(server, path, auth)
         assert status in (400, 404, 422), (path, status, body[:200])
         assert b"root:" not in body and b"SQLite format" not in body, path
 
@@ -92,52 +92,52 @@ def test_path_traversal_is_refused_everywhere(hard_server, job_token, done_job, 
 @pytest.mark.parametrize(
     "dataset", ["../isotropic64", "/etc/passwd", "file:///etc/passwd", "memory://x", "s3://b/x"]
 )
-def test_job_dataset_must_be_a_published_id(api, job_token, demo_data, dataset) -> None:
+def test_job_dataset_must_be_a_published_id(http, job_token, demo_data, dataset) -> None:
     """A job names a dataset by id only; a path or URL (even of a real dataset) is an unknown id."""
     auth = {"Authorization": f"Bearer {job_token}"}
     for name in (dataset, str(demo_data / "isotropic64")):
-        r = api.post("/jobs", json={"kind": "cutout", "dataset": name, "variable": "velocity"}, headers=auth)
+        r = http.post("/jobs", json={"kind": "cutout", "dataset": name, "variable": "velocity"}, headers=auth)
         assert r.status_code == 404, r.text
         assert r.json()["code"] == "not_found"
 
 
-def test_tokens_are_never_echoed(api, hard_tokens: TokenStore, job_token: str, done_job: str) -> None:
+def test_tokens_are_never_echoed(http, tokens: TokenStore, job_token: str, done_job: str) -> None:
     secret = job_token.split("_", 2)[2]
     auth = {"Authorization": f"Bearer {job_token}"}
     responses = [
-        api.get("/datasets/isotropic64", headers=auth),
-        api.get("/jobs", headers=auth),
-        api.get(f"/jobs/{done_job}", headers=auth),
-        api.get("/datasets/nope", headers=auth),
-        api.get("/datasets", headers={"Authorization": f"Bearer {job_token}x"}),  # a wrong token
-        api.get("/datasets", headers={"Authorization": f"Basic {job_token}"}),
+        http.get("/datasets/isotropic64", headers=auth),
+        http.get("/jobs", headers=auth),
+        http.get(f"/jobs/{done_job}", headers=auth),
+        http.get("/datasets/nope", headers=auth),
+        http.get("/datasets", headers={"Authorization": f"Bearer {job_token}x"}),  # a wrong token
+        http.get("/datasets", headers={"Authorization": f"Basic {job_token}"}),
     ]
     for r in responses:
         blob = r.text + " ".join(f"{k}: {v}" for k, v in r.headers.items())
         assert secret not in blob and job_token not in blob, r.url
     assert responses[4].status_code == responses[5].status_code == 401
     # Only the hash is in the database file.
-    raw = Path(hard_tokens.path).read_bytes()
+    raw = Path(tokens.path).read_bytes()
     assert secret.encode() not in raw
 
 
-def test_token_check_gives_no_oracle(hard_tokens: TokenStore, job_token: str) -> None:
+def test_token_check_gives_no_oracle(tokens: TokenStore, job_token: str) -> None:
     """Unknown id, wrong secret, garbage and revoked tokens fail alike; the comparison is timing-safe."""
     token_id = job_token.split("_", 2)[1]
-    rec, revoked = hard_tokens.create("to-revoke", hard_tokens.list()[0].limits)
-    hard_tokens.revoke(rec.id)
+    rec, revoked = tokens.create("to-revoke", tokens.list()[0].limits)
+    tokens.revoke(rec.id)
     messages = set()
     for bad in (f"lab_{token_id}_wrong", "lab_000000000000_" + "x" * 43, "garbage", revoked):
         with pytest.raises(Unauthorized) as err:
-            hard_tokens.verify(bad)
+            tokens.verify(bad)
         messages.add(err.value.message)
     assert len(messages) == 1
     assert "hmac.compare_digest" in inspect.getsource(TokenStore.verify)
 
 
-def test_oversized_body_is_refused_before_it_is_read(hard_server: ServerThread) -> None:
+def test_oversized_body_is_refused_before_it_is_read(server: ServerThread) -> None:
     """A declared 1 GiB body is answered 413 at once, without waiting for (or reading) the bytes."""
-    with socket.create_connection((hard_server.host, hard_server.port), timeout=30) as sock:
+    with socket.create_connection((server.host, server.port), timeout=30) as sock:
         sock.sendall(
             b"POST /api/v1/datasets/isotropic64/points HTTP/1.1\r\nHost: x\r\n"
             b"Content-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n{"
@@ -159,16 +159,16 @@ def test_oversized_body_is_refused_before_it_is_read(hard_server: ServerThread) 
         ("threshold", {"variable": "velocity", "time": 6.0, "threshold": 1, "x": "0:100000000"}, "cutout"),
     ],
 )  # fmt: skip
-def test_limits_stop_requests_before_any_work(api, path, body, needle) -> None:
+def test_limits_stop_requests_before_any_work(http, path, body, needle) -> None:
     t0 = time.monotonic()
-    r = api.post(f"/datasets/isotropic64/{path}", json=body)
+    r = http.post(f"/datasets/isotropic64/{path}", json=body)
     assert r.status_code in (413, 422), r.text
     assert needle in r.json()["detail"]
     assert time.monotonic() - t0 < 5  # refused from the sizes alone, not after computing
 
 
-def test_cutout_limit_is_checked_from_the_plan(api) -> None:
-    r = api.get(
+def test_cutout_limit_is_checked_from_the_plan(http) -> None:
+    r = http.get(
         "/datasets/isotropic64/cutout", params={"variable": "velocity", "time": 6.0, "x": "-4000:4000"}
     )
     assert r.status_code in (413, 422), r.text
@@ -184,8 +184,8 @@ def test_cutout_limit_is_checked_from_the_plan(api) -> None:
         ("application/octet-stream", b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00K\x01."),
     ],
 )  # fmt: skip
-def test_nothing_is_unpickled(api, content_type: str, payload: bytes) -> None:
-    r = api.post("/datasets/isotropic64/points", content=payload, headers={"Content-Type": content_type})
+def test_nothing_is_unpickled(http, content_type: str, payload: bytes) -> None:
+    r = http.post("/datasets/isotropic64/points", content=payload, headers={"Content-Type": content_type})
     assert r.status_code == 422, r.text
 
 
@@ -205,8 +205,8 @@ def test_no_request_path_can_unpickle_or_eval() -> None:
     assert hits == []
 
 
-def test_security_headers_on_every_response(hard_server: ServerThread) -> None:
-    with httpx.Client(base_url=hard_server.url, timeout=60) as http:
+def test_security_headers_on_every_response(server: ServerThread) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as http:
         for path in ("/api/v1/health", "/api/v1/datasets/nope", "/docs", "/openapi.json", "/no/such/path"):
             r = http.get(path)
             assert r.headers["x-content-type-options"] == "nosniff", path
@@ -235,10 +235,10 @@ def _preflight(url: str, origin: str) -> httpx.Response:
     return httpx.options(f"{url}/api/v1/datasets/periodic8/points", headers=headers, timeout=30)
 
 
-def test_cors_is_off_by_default(hard_server: ServerThread) -> None:
-    r = httpx.get(f"{hard_server.url}/api/v1/datasets", headers={"Origin": ORIGIN}, timeout=30)
+def test_cors_is_off_by_default(server: ServerThread) -> None:
+    r = httpx.get(f"{server.url}/api/v1/datasets", headers={"Origin": ORIGIN}, timeout=30)
     assert r.status_code == 200 and "access-control-allow-origin" not in r.headers
-    assert "access-control-allow-origin" not in _preflight(hard_server.url, ORIGIN).headers
+    assert "access-control-allow-origin" not in _preflight(server.url, ORIGIN).headers
 
 
 def test_cors_allows_only_the_configured_origins(cors_server: ServerThread) -> None:

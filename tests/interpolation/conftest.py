@@ -1,4 +1,5 @@
-"""Builders of small real datasets (zarr on disk) with analytic fields, for the interpolation tests."""
+"""Interpolation tests: ``make_dataset`` writes small real zarr datasets with analytic fields (axes from
+tests/plugin/grids.py)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,9 @@ import itertools
 import numpy as np
 import pytest
 
-from labservice.dataset import Dataset
+from labservice.facade import Dataset
 from labservice.storage import ChunkCache, ChunkReader, create_store
-from labservice.storage.metadata import Axis, DatasetMeta, Grid, Variable
-
-TWO_PI = 2 * np.pi
-
-
-def uniform_axis(n: int, periodic: bool = True, length: float = TWO_PI, start: float = 0.0) -> Axis:
-    step = length / n if periodic else length / (n - 1)
-    return Axis(size=n, periodic=periodic, start=start, step=step)
-
-
-def stretched_axis(n: int) -> Axis:
-    """A wall-bounded axis on [-1, 1] clustered at the walls (like a channel's y)."""
-    s = np.linspace(-1, 1, n)
-    return Axis(size=n, periodic=False, coordinates=list(np.sin(0.5 * np.pi * s) * 0.999 + 0.001 * s))
+from labservice.storage.metadata import DatasetMeta, Grid, Variable
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import pytest
 
 from labservice.interpolation.blocks import HALO, BlockLayout
 from labservice.interpolation.engine import PARALLEL_MIN, PointEvaluator
-
-from .conftest import TWO_PI, uniform_axis
+from tests.plugin.grids import TWO_PI, uniform_axis
 
 
 def _field(X, Y, Z, t=0.0):

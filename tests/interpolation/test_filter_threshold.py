@@ -9,8 +9,7 @@ from hypothesis import strategies as st
 
 from labservice.errors import InvalidInput, LimitExceeded, OutOfDomain
 from labservice.interpolation.weights import FD_FIRST
-
-from .conftest import TWO_PI, uniform_axis
+from tests.plugin.grids import TWO_PI, uniform_axis
 
 
 def noisy(seed):
@@ -142,7 +141,7 @@ def test_derived_quantities_of_a_linear_flow(make_dataset):
 
 @pytest.fixture(scope="module")
 def seam_set(tmp_path_factory):
-    from labservice.dataset import Dataset
+    from labservice.facade import Dataset
     from labservice.storage import ChunkCache, ChunkReader, create_store
     from labservice.storage.metadata import DatasetMeta, Grid, Variable
 

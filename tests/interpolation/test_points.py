@@ -7,8 +7,7 @@ import pytest
 
 from labservice.errors import InvalidInput, NotFound, OutOfDomain
 from labservice.interpolation.weights import METHODS
-
-from .conftest import TWO_PI, stretched_axis, uniform_axis
+from tests.plugin.grids import TWO_PI, stretched_axis, uniform_axis
 
 
 def fourier(X, Y, Z, t=0.0):
@@ -39,7 +38,7 @@ def fourier_derivs(x, y, z):
 @pytest.fixture(scope="module")
 def fourier_sets(tmp_path_factory):
     """Periodic Fourier datasets at three resolutions (float64 storage so round-off stays far below)."""
-    from labservice.dataset import Dataset
+    from labservice.facade import Dataset
     from labservice.storage import ChunkCache, ChunkReader, create_store
     from labservice.storage.metadata import DatasetMeta, Grid, Variable
 

@@ -7,8 +7,7 @@ import pytest
 
 from labservice.errors import InvalidInput, OutOfDomain
 from labservice.interpolation.temporal import time_weights
-
-from .conftest import uniform_axis
+from tests.plugin.grids import uniform_axis
 
 TIMES = [0.0, 0.4, 1.0, 1.3, 2.0, 2.8]
 
@@ -32,7 +31,7 @@ def hermite(t, ts, fs):
 
 @pytest.fixture(scope="module")
 def wave_set(tmp_path_factory):
-    from labservice.dataset import Dataset
+    from labservice.facade import Dataset
     from labservice.storage import ChunkCache, ChunkReader, create_store
     from labservice.storage.metadata import DatasetMeta, Grid, Variable
 
@@ -69,8 +68,11 @@ def test_linear_and_none_weights():
 class CountingReader:
     """Wraps the real ChunkReader to count the stored steps each query touches."""
 
+    cache = None  # no block cache: every read goes through region() and is counted
+
     def __init__(self, reader):
         self.reader = reader
+        self.store = reader.store
         self.steps = []
 
     @property
@@ -86,7 +88,7 @@ class CountingReader:
 
 
 def test_series_interpolates_each_stored_step_once(wave_set):
-    from labservice.dataset import Dataset
+    from labservice.facade import Dataset
 
     counting = CountingReader(wave_set.reader)
     ds = Dataset(wave_set.store, counting)

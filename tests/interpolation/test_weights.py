@@ -9,8 +9,7 @@ import pytest
 
 from labservice.interpolation.weights import FD_FIRST, FD_SECOND, METHODS, weights_1d
 from labservice.storage.metadata import Axis
-
-from .conftest import stretched_axis, uniform_axis
+from tests.plugin.grids import stretched_axis, uniform_axis
 
 DEGREE = {"trilinear": 1, "lag4": 3, "lag6": 5, "lag8": 7, "m1q4": 2, "m2q8": 5, "fd4lag4": 3}
 

@@ -9,8 +9,7 @@ import pytest
 
 from labservice.interpolation import workspace
 from labservice.interpolation.engine import PARALLEL_MIN, PointEvaluator
-
-from .conftest import uniform_axis
+from tests.plugin.grids import uniform_axis
 
 
 @pytest.fixture(autouse=True)

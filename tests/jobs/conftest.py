@@ -1,22 +1,20 @@
-"""Fixtures for the batch-job tests: a synthetic dataset, an embedded engine, a real Dask cluster."""
+"""Batch-job tests: a synthetic dataset and an embedded engine (helpers in tests/plugin/jobs.py; the real
+Dask processes, ``dask_processes``, come from tests/plugin/dask.py)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import jobhelpers  # noqa: E402
-
-from labservice.jobs import JobEngine  # noqa: E402
+from labservice.jobs import JobEngine
+from tests.plugin import jobs as jobhelpers
 
 
 @pytest.fixture(scope="session")
-def helpers():
-    """The helper module (analytic fields, cluster processes)."""
+def helpers() -> ModuleType:
+    """The helper module (analytic fields, engine factory, progress polling)."""
     return jobhelpers
 
 
@@ -36,14 +34,3 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JobEngine]:
         yield eng
     finally:
         eng.stop()
-
-
-@pytest.fixture(scope="module")
-def dask_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[jobhelpers.DaskProcesses]:
-    """A real ``dask scheduler`` and 2 ``dask worker`` processes on 127.0.0.1."""
-    procs = jobhelpers.DaskProcesses(tmp_path_factory.mktemp("dask"))
-    try:
-        procs.wait_workers(2)
-        yield procs
-    finally:
-        procs.stop()

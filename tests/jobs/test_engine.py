@@ -13,8 +13,8 @@ import xarray as xr
 
 import labservice
 from labservice.errors import Forbidden, LimitExceeded, NotFound, QuotaExceeded
-from labservice.job_tasks import executing_keys
 from labservice.jobs import JobLimits
+from labservice.jobs.parts import executing_keys
 
 pytestmark = pytest.mark.dask
 

@@ -13,12 +13,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from labservice.job_registry import JobRegistry
-from labservice.job_tasks import executing_keys
+from labservice.jobs.parts import executing_keys
+from labservice.jobs.registry import JobRegistry
+from tests.plugin.data import REPO
+from tests.plugin.jobs import ENGINE_PROC
 
 pytestmark = [pytest.mark.dask, pytest.mark.slow]
 
@@ -88,7 +89,8 @@ def test_service_killed_mid_job_resumes_after_restart(
 ):
     args = {"root": str(tmp_path), "scheduler": dask_processes.address, "request": request(synthetic_url)}
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).parent / "engine_proc.py"), json.dumps(args)],
+        [sys.executable, "-m", ENGINE_PROC, json.dumps(args)],
+        cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -173,3 +173,62 @@ def test_dataset_methods_submit_jobs(service, synthetic_url):
         np.testing.assert_array_equal(got.velocity[0].values, ref.velocity.values)
         pjob = ds.points("pressure", pts, time=0.05, job=True)
         np.testing.assert_array_equal(pjob.wait(progress=False, timeout=300).result(), ds.points("pressure", pts, time=0.05))
+
+
+def test_malformed_range_on_a_job_file_is_416(service):
+    auth = {"Authorization": f"Bearer {service['tokens']['bob']}"}
+    with lab(service, "bob") as bob, httpx.Client(base_url=service["url"]) as raw:
+        job = submit_job(bob, {**CUTOUT, "formats": ["netcdf"]}).wait(progress=False, timeout=120)
+        size = next(f["size"] for f in job.status()["files"] if f["name"] == "cutout.nc")
+        for header in ("bytes=abc", "items=0-9", "bytes=0-9,20-29", "bytes=9-2"):
+            r = raw.get(f"/api/v1/jobs/{job.id}/files/cutout.nc", headers=auth | {"Range": header})
+            assert r.status_code == 416, (header, r.text)
+            assert r.json()["code"] == "range_not_satisfiable" and repr(header) in r.json()["detail"]
+            assert r.headers["content-range"] == f"bytes */{size}"
+
+
+def test_cutout_job_takes_time_and_format_as_the_synchronous_cutout(service, synthetic_url):
+    """`time` and `format`, spelled as GET /cutout spells them; both spellings of one input are a 422."""
+    import io
+
+    import h5py
+
+    auth = {"Authorization": f"Bearer {service['tokens']['bob']}"}
+    body = {
+        "kind": "cutout",
+        "dataset": "synthetic",
+        "variable": "pressure",
+        "time": 0.2,
+        "x": "0:16",
+        "y": "4:12",
+        "z": "0:8:2",
+        "format": "hdf5",
+    }
+    with lab(service, "bob") as bob, httpx.Client(base_url=service["url"]) as raw:
+        r = raw.post("/api/v1/jobs", json=body, headers=auth)
+        assert r.status_code == 202, r.text
+        job = Job(bob, r.json()["id"]).wait(progress=False, timeout=120)
+        files = job.status()["files"]
+        assert {f["format"] for f in files} == {"hdf5", "json"}  # format: hdf5 alone, no zarr
+        h5 = next(f["name"] for f in files if f["name"].endswith(".h5"))
+        data = raw.get(f"/api/v1/jobs/{job.id}/files/{h5}", headers=auth).content
+        with h5py.File(io.BytesIO(data), "r") as f:
+            got = f["pressure"][...]
+        ref = labservice.open_dataset(synthetic_url).cutout("pressure", time=0.2, x=(0, 16), y=(4, 12), z=(0, 8, 2))
+        assert got.shape[0] == 1
+        np.testing.assert_array_equal(got[0], ref.data)
+        for extra, word in (({"times": [0.1]}, "'times'"), ({"formats": ["zarr"]}, "'formats'")):
+            bad = raw.post("/api/v1/jobs", json=body | extra, headers=auth)
+            assert bad.status_code == 422, bad.text
+            assert "not both" in bad.json()["detail"] and word in bad.json()["detail"]
+        wrong = raw.post("/api/v1/jobs", json=body | {"format": "zip"}, headers=auth)
+        assert wrong.status_code == 422 and "format" in wrong.json()["detail"]
+
+
+@pytest.mark.parametrize("kind", [{"a": 1}, ["cutout"], 3, None, "cutuot"])
+def test_a_bad_job_kind_is_422_naming_the_kinds(service, kind):
+    auth = {"Authorization": f"Bearer {service['tokens']['bob']}"}
+    with httpx.Client(base_url=service["url"]) as raw:
+        r = raw.post("/api/v1/jobs", json=CUTOUT | {"kind": kind}, headers=auth)
+    assert r.status_code == 422, r.text
+    assert "cutout" in r.json()["detail"] and "kind" in r.json()["detail"]

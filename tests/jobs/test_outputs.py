@@ -7,8 +7,11 @@ import pytest
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 
-from labservice.job_outputs import create_cutout_zarr, encode_shard
-from labservice.scratch import Scratch
+from labservice.cutout.layout import layout_for
+from labservice.cutout.region import plan_cutout
+from labservice.jobs.outputs import create_cutout_zarr, encode_shard
+from labservice.jobs.scratch import Scratch
+from labservice.storage.metadata import Axis, DatasetMeta, Grid, Variable
 
 SHAPE = (40, 24, 36)  # not multiples of the shard: edge shards are partial
 
@@ -16,15 +19,15 @@ SHAPE = (40, 24, 36)  # not multiples of the shard: edge shards are partial
 @pytest.fixture(scope="module")
 def array_meta(tmp_path_factory) -> bytes:
     s = Scratch(str(tmp_path_factory.mktemp("enc")))
-    layout = {
-        "variables": {"v": {"components": ["a", "b", "c"], "units": "m/s"}},
-        "shape": [2, *SHAPE],
-        "shard": [16, 16, 16],
-        "chunk": [8, 8, 8],
-        "attrs": {},
-        "coords": {"time": [0.0, 1.0], **{a: list(range(n)) for a, n in zip("zyx", SHAPE, strict=True)}},
-    }
-    create_cutout_zarr(s, "job", "out.zarr", layout)
+    meta = DatasetMeta(
+        id="enc",
+        title="shard encoding",
+        grid=Grid(**{a: Axis(size=n, start=0.0, step=1.0) for a, n in zip("zyx", SHAPE, strict=True)}),
+        times=[0.0, 1.0],
+        variables={"v": Variable(components=["a", "b", "c"], units="m/s")},
+    )
+    layout = layout_for(meta, plan_cutout(meta, "v"), [0, 1], keep_time_axis=True)
+    create_cutout_zarr(s, "job", "out.zarr", layout, (16, 16, 16), (8, 8, 8))
     return s.read_bytes("job", "out.zarr/v/zarr.json")
 
 

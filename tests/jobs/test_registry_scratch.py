@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from labservice.errors import InvalidInput, NotFound
-from labservice.job_registry import JobRegistry
-from labservice.scratch import Scratch
+from labservice.jobs.registry import JobRegistry
+from labservice.jobs.scratch import Scratch
 
 
 def test_registry_is_wal_and_follows_the_lifecycle(tmp_path):

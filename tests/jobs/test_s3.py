@@ -2,46 +2,32 @@
 
 from __future__ import annotations
 
-import importlib.util
-import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import xarray as xr
 import zarr
 
+from tests.plugin.s3 import SeaweedS3
+
 pytestmark = [pytest.mark.dask, pytest.mark.s3, pytest.mark.slow]
-
-
-def _seaweed_class():
-    # Our own server instance (we restart it), built with the shared fixture's class.
-    path = Path(__file__).parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("labservice_tests_shared_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.SeaweedS3
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory) -> Iterator:
-    server = _seaweed_class()(tmp_path_factory.mktemp("weed-jobs"))
+    server = SeaweedS3(tmp_path_factory.mktemp("weed-jobs"))  # our own: the tests restart it
     try:
-        server.wait_ready("jobs")
-        yield server
+        yield server.start("jobs")
     finally:
         server.stop()
 
 
 def restart(server) -> None:
     """Stop the S3 server and start it again on the same ports and data."""
-    server.proc.terminate()
-    server.proc.wait(timeout=30)
+    server.stop()
     time.sleep(1.0)
-    server.proc = subprocess.Popen(
-        server.proc.args, stdout=server._log, stderr=subprocess.STDOUT, cwd=server.workdir
-    )
+    server.spawn()
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Fixture chain: demo data -> settings with jobs on (a real Dask LocalCluster) -> a real uvicorn server
--> a token that may run jobs -> headless Chromium (Debian's, driven by Playwright) -> one page per test.
+"""Portal tests: the demo data behind the shared chain (tests/plugin/stack.py) with jobs on (a real Dask
+LocalCluster), a token that may run jobs, headless Chromium (Debian's, driven by Playwright), one page per test.
 
 A failing browser test leaves a screenshot and the page's HTML in the test output directory
 (``$LABSERVICE_TEST_OUTPUT/portal`` when set, else ``<pytest basetemp>/portal-screenshots``).
@@ -9,45 +9,24 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from labservice.app import create_app
 from labservice.devserver import ServerThread
 from labservice.settings import Settings
-from labservice.tokens import TokenStore
-
-sys.path.insert(0, str(Path(__file__).parent))
-from portal_helpers import (  # noqa: E402
-    CHROMIUM,
-    CHROMIUM_ARGS,
-    PUBLIC_CUTOUT_BYTES,
-    PUBLIC_POINTS,
-    TOKEN_LIMITS,
-)
+from tests.plugin.portal import CHROMIUM, CHROMIUM_ARGS, PUBLIC_CUTOUT_BYTES, PUBLIC_POINTS, TOKEN_LIMITS
+from tests.plugin.stack import jobs_settings
 
 
 @pytest.fixture(scope="session")
-def portal_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("portal")
-
-
-@pytest.fixture(scope="session")
-def portal_settings(demo_data: Path, portal_root: Path) -> Settings:
-    if not (demo_data / "isotropic64").is_dir():
-        raise RuntimeError(
-            f"the demo data is missing under {demo_data}: run `make run` once (or set LABSERVICE_DEMO_DATA)"
-        )
-    return Settings(
-        data_dir=demo_data,
-        token_db=portal_root / "tokens.sqlite",
-        scratch_url=str(portal_root / "scratch"),
-        jobs_enabled=True,
+def settings(built_demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """The whole app with the demo datasets, and jobs on a real Dask LocalCluster started by the lifespan."""
+    return jobs_settings(
+        built_demo_data,
+        tmp_path_factory.mktemp("portal"),
         public_points_per_request=PUBLIC_POINTS,
         public_max_cutout_bytes=PUBLIC_CUTOUT_BYTES,
         public_requests_per_minute=100_000,
@@ -56,23 +35,14 @@ def portal_settings(demo_data: Path, portal_root: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def portal_server(portal_settings: Settings) -> Iterator[ServerThread]:
-    """The whole app with the demo datasets, and jobs on a real Dask LocalCluster started by the lifespan."""
-    with ServerThread(create_app(portal_settings)) as running:
-        yield running
+def http_base() -> str:
+    return ""  # the portal's pages, not the API
 
 
-@pytest.fixture(scope="session")
-def job_token(portal_settings: Settings) -> str:
+@pytest.fixture(scope="module")
+def job_token(make_token) -> str:
     """A token that may run batch jobs, with a small synchronous cutout limit."""
-    _, token = TokenStore(portal_settings.token_db_path()).create("portal-user", TOKEN_LIMITS)  # type: ignore[arg-type]
-    return token
-
-
-@pytest.fixture
-def http(portal_server: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=portal_server.url, timeout=60) as client:
-        yield client
+    return make_token("portal-user", TOKEN_LIMITS)
 
 
 @pytest.fixture(scope="session")
@@ -132,10 +102,10 @@ class PageProblems:
 
 
 @pytest.fixture
-def page(browser: Any, portal_server: ServerThread, request: pytest.FixtureRequest) -> Iterator[Any]:
+def page(browser: Any, server: ServerThread, request: pytest.FixtureRequest) -> Iterator[Any]:
     """A fresh browser context and page on the portal; a screenshot is saved if the test fails."""
     context = browser.new_context(
-        base_url=portal_server.url, accept_downloads=True, viewport={"width": 1280, "height": 900}
+        base_url=server.url, accept_downloads=True, viewport={"width": 1280, "height": 900}
     )
     context.set_default_timeout(30_000)
     tab = context.new_page()

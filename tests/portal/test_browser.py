@@ -9,7 +9,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from portal_helpers import PUBLIC_POINTS, set_token
+
+from tests.plugin.portal import PUBLIC_POINTS, set_token
 
 pytestmark = [pytest.mark.browser, pytest.mark.dask]
 

@@ -1,36 +1,31 @@
-"""Fixture chain: sample datasets -> settings -> app -> a real uvicorn server -> HTTP clients."""
+"""Service tests: the sample datasets behind the shared chain (tests/plugin/stack.py), small public limits."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from labservice.app import create_app
-from labservice.devserver import ServerThread, write_sample_datasets
 from labservice.limits import Limits
 from labservice.settings import Settings
-from labservice.tokens import TokenStore
+from tests.plugin.stack import make_settings
 
 PUBLIC_POINTS = 256
 BODY_LIMIT = 1 << 20
+BIG = Limits(points_per_request=20_000, max_cutout_bytes=1 << 20, requests_per_minute=100_000, max_concurrent=64)
 
 
 @pytest.fixture(scope="session")
-def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("service-data")
-    write_sample_datasets(folder, n=16)
-    return folder
+def data_dir(sample_dir: Path) -> Path:
+    """The folder of the served datasets."""
+    return sample_dir
 
 
 @pytest.fixture(scope="session")
-def settings(data_dir: Path) -> Settings:
-    urls = {"periodic16": str(data_dir / "periodic16.zarr"), "wall16": str(data_dir / "wall16.zarr")}
-    return Settings(
-        datasets=urls,
-        token_db=data_dir / "tokens.sqlite",
+def settings(served_data: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(
+        served_data,
+        tmp_path_factory.mktemp("service"),
         max_body_bytes=BODY_LIMIT,
         public_points_per_request=PUBLIC_POINTS,
         public_max_cutout_bytes=16 << 10,
@@ -40,33 +35,7 @@ def settings(data_dir: Path) -> Settings:
     )
 
 
-@pytest.fixture(scope="session")
-def tokens(settings: Settings) -> TokenStore:
-    return TokenStore(settings.token_db_path())  # type: ignore[arg-type]
-
-
-@pytest.fixture(scope="session")
-def big_token(tokens: TokenStore) -> str:
+@pytest.fixture(scope="module")
+def big_token(make_token) -> str:
     """A registered token with larger limits than the public ones."""
-    _, token = tokens.create(
-        "big",
-        Limits(
-            points_per_request=20_000,
-            max_cutout_bytes=1 << 20,
-            requests_per_minute=100_000,
-            max_concurrent=64,
-        ),
-    )
-    return token
-
-
-@pytest.fixture(scope="session")
-def server(settings: Settings) -> Iterator[ServerThread]:
-    with ServerThread(create_app(settings)) as running:
-        yield running
-
-
-@pytest.fixture
-def http(server: ServerThread) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url + "/api/v1", timeout=120) as client:
-        yield client
+    return make_token("big", BIG)

@@ -158,3 +158,14 @@ def test_public_slice_reads_only_inner_chunks(zarr_url: str, settings: Settings)
     got = xds["velocity"].isel(time=0, z=slice(0, 4), y=slice(0, 4), x=slice(0, 4)).values
     local = open_dataset(settings.datasets["periodic16"])
     assert np.array_equal(got, local.store.read_box("velocity", 0, slice(0, 4), slice(0, 4), slice(0, 4)))
+
+
+@pytest.mark.parametrize("header", ["bytes=abc", "items=0-9", "bytes=0-9,20-29", "bytes=-", "bytes=9-2"])
+def test_malformed_range_is_416_with_error_body(server: ServerThread, big_token: str, header: str) -> None:
+    url = server.url + "/api/v1/datasets/periodic16/zarr/velocity/c/0/0/0/0/0"
+    size = int(httpx.head(url, headers=_headers(big_token), timeout=60).headers["content-length"])
+    r = httpx.get(url, headers={**_headers(big_token), "Range": header}, timeout=60)
+    assert r.status_code == 416, r.text
+    body = r.json()
+    assert body["code"] == "range_not_satisfiable" and repr(header) in body["detail"]
+    assert r.headers["content-range"] == f"bytes */{size}"

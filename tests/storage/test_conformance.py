@@ -1,7 +1,7 @@
 """One conformance suite for every storage back end (zarr, HDF5) and location (local, memory, S3).
 
-Like zarr's ``testing/store.py``: :class:`StoreConformance` holds the tests; each subclass only says how
-to make a URL for its back end and location.
+Like zarr's ``testing/store.py``: :class:`StoreConformance` holds the tests; each subclass only names its
+back end and location (the URL and storage options follow from them).
 """
 
 from __future__ import annotations
@@ -52,19 +52,27 @@ def bits(a: np.ndarray) -> np.ndarray:
     return a.view(np.uint32 if a.dtype == np.float32 else np.uint64)
 
 
+SUFFIX = {"zarr": ".zarr", "hdf5": ".h5"}
+
+
 class StoreConformance:
-    """Tests every back end and location must pass. Subclasses set ``backend`` and define ``url``."""
+    """Tests every back end and location must pass. Subclasses set ``backend`` and ``where``."""
 
     backend: str
-    suffix = ""
+    where: str  # "local", "memory" or "s3"
 
     @pytest.fixture
-    def url(self, tmp_path: Any) -> str:  # pragma: no cover - overridden
-        raise NotImplementedError
+    def url(self, request: pytest.FixtureRequest, tmp_path: Any) -> str:
+        name = "ds" + SUFFIX[self.backend]
+        if self.where == "local":
+            return str(tmp_path / name)
+        if self.where == "memory":
+            return f"memory://labservice-tests/{uuid.uuid4().hex}/{name}"
+        return f"{request.getfixturevalue('s3_url')}/{name}"
 
     @pytest.fixture
-    def storage_options(self) -> dict[str, Any] | None:
-        return None
+    def storage_options(self, request: pytest.FixtureRequest) -> dict[str, Any] | None:
+        return request.getfixturevalue("s3_server").storage_options if self.where == "s3" else None
 
     # -- helpers -----------------------------------------------------------------------------------
     def filled(self, url: str, so: dict[str, Any] | None) -> tuple[FieldStore, dict[str, np.ndarray]]:
@@ -240,11 +248,7 @@ class StoreConformance:
 
 
 class TestZarrLocal(StoreConformance):
-    backend = "zarr"
-
-    @pytest.fixture
-    def url(self, tmp_path: Any) -> str:
-        return str(tmp_path / "ds.zarr")
+    backend, where = "zarr", "local"
 
     def test_stock_zarr_reads_the_dataset(self, url: str) -> None:
         import zarr
@@ -259,50 +263,22 @@ class TestZarrLocal(StoreConformance):
 
 
 class TestZarrMemory(StoreConformance):
-    backend = "zarr"
-
-    @pytest.fixture
-    def url(self) -> str:
-        return f"memory://labservice-tests/{uuid.uuid4().hex}/ds.zarr"
+    backend, where = "zarr", "memory"
 
 
 @pytest.mark.s3
 class TestZarrS3(StoreConformance):
-    backend = "zarr"
-
-    @pytest.fixture
-    def url(self, s3_url: str) -> str:
-        return f"{s3_url}/ds.zarr"
-
-    @pytest.fixture
-    def storage_options(self, s3_server: Any) -> dict[str, Any]:
-        return s3_server.storage_options
+    backend, where = "zarr", "s3"
 
 
 class TestHDF5Local(StoreConformance):
-    backend = "hdf5"
-
-    @pytest.fixture
-    def url(self, tmp_path: Any) -> str:
-        return str(tmp_path / "ds.h5")
+    backend, where = "hdf5", "local"
 
 
 class TestHDF5Memory(StoreConformance):
-    backend = "hdf5"
-
-    @pytest.fixture
-    def url(self) -> str:
-        return f"memory://labservice-tests/{uuid.uuid4().hex}/ds.h5"
+    backend, where = "hdf5", "memory"
 
 
 @pytest.mark.s3
 class TestHDF5S3(StoreConformance):
-    backend = "hdf5"
-
-    @pytest.fixture
-    def url(self, s3_url: str) -> str:
-        return f"{s3_url}/ds.h5"
-
-    @pytest.fixture
-    def storage_options(self, s3_server: Any) -> dict[str, Any]:
-        return s3_server.storage_options
+    backend, where = "hdf5", "s3"

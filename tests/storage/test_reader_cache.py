@@ -11,6 +11,15 @@ from labservice.errors import InvalidInput
 from labservice.storage import ChunkCache, ChunkReader, DatasetMeta, create_store, default_cache
 
 
+def _run_in_threads(work, n: int) -> None:
+    """work(seed) in n threads at once, seeds 0..n-1; returns when all are done."""
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(n)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+
+
 def test_lru_evicts_oldest_and_respects_the_byte_bound() -> None:
     cache = ChunkCache(max_bytes=3 * 800)
     arrays = {k: np.full(100, k, dtype=np.float64) for k in range(4)}  # 800 bytes each
@@ -46,11 +55,7 @@ def test_cache_hammered_from_threads_stays_bounded_and_consistent() -> None:
                 errors.append(f"key {k} returned data of key {a[0]}")
             peak[0] = max(peak[0], cache.nbytes)
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(8)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
+    _run_in_threads(work, 8)
     assert not errors
     assert peak[0] <= cache.max_bytes
     assert cache.nbytes == sum(cache.get(k).nbytes for k in range(200) if cache.get(k) is not None)
@@ -82,11 +87,7 @@ def test_reader_under_threads_with_a_small_cache(tmp_path) -> None:
             if not np.array_equal(got, want):
                 errors.append(f"wrong box {lo}..{hi}")
 
-    threads = [threading.Thread(target=work, args=(s,)) for s in range(6)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
+    _run_in_threads(work, 6)
     assert not errors
     assert reader.cache.nbytes <= 10 * chunk_bytes
     s = reader.stats()

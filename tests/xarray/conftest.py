@@ -1,4 +1,4 @@
-"""Fixture chain: sample datasets + the isotropic64 demo -> settings -> a real uvicorn server -> tokens.
+"""xarray tests: the sample datasets and the isotropic64 demo behind the shared chain (tests/plugin/stack.py).
 
 The server keeps the public limits' defaults (4 requests in flight, 16 MiB per request, 1 GiB per minute),
 so the tests see what a caller without a token sees.
@@ -6,71 +6,59 @@ so the tests see what a caller without a token sees.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
-from labservice.app import create_app
-from labservice.devserver import ServerThread, write_sample_datasets
+from labservice.devserver import ServerThread
 from labservice.limits import Limits
 from labservice.settings import Settings
 from labservice.tokens import TokenStore
+from tests.plugin.data import require_demo
+from tests.plugin.stack import make_settings
 
 
 @pytest.fixture(scope="session")
-def xr_urls(tmp_path_factory: pytest.TempPathFactory, demo_data: Path) -> dict[str, str]:
-    urls = write_sample_datasets(tmp_path_factory.mktemp("xarray-data"), n=16)
-    iso = demo_data / "isotropic64"
-    assert (iso / "zarr.json").exists(), f"demo data missing at {iso}; run `make demo`"
-    return {**urls, "isotropic64": str(iso)}
+def served_data(sample_urls: dict[str, str], demo_data: Path) -> dict[str, str]:
+    """What this folder serves: the sample datasets and isotropic64."""
+    return {**sample_urls, "isotropic64": str(require_demo(demo_data, "isotropic64"))}
 
 
 @pytest.fixture(scope="session")
-def xr_settings(xr_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    return Settings(datasets=xr_urls, token_db=tmp_path_factory.mktemp("xarray-tokens") / "tokens.sqlite")
-
-
-@pytest.fixture(scope="session")
-def xr_tokens(xr_settings: Settings) -> TokenStore:
-    return TokenStore(xr_settings.token_db_path())  # type: ignore[arg-type]
+def settings(served_data: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return make_settings(served_data, tmp_path_factory.mktemp("xarray"))
 
 
 @pytest.fixture
-def new_token(xr_tokens: TokenStore) -> Callable[..., str]:
+def new_token(tokens: TokenStore) -> Callable[..., str]:
     """Make a fresh token (its own buckets and read history); keyword arguments set its limits."""
 
     def make(**limits: int) -> str:
-        return xr_tokens.create("xarray-test", Limits(**limits))[1]
+        return tokens.create("xarray-test", Limits(**limits))[1]
 
     return make
 
 
-@pytest.fixture(scope="session")
-def xr_server(xr_settings: Settings) -> Iterator[ServerThread]:
-    with ServerThread(create_app(xr_settings)) as running:
-        yield running
+@pytest.fixture(scope="module")
+def hostport(server: ServerThread) -> str:
+    return f"{server.host}:{server.port}"
 
 
-@pytest.fixture(scope="session")
-def hostport(xr_server: ServerThread) -> str:
-    return f"{xr_server.host}:{xr_server.port}"
-
-
-@pytest.fixture(scope="session")
-def view_url(xr_server: ServerThread) -> Callable[[str], str]:
+@pytest.fixture(scope="module")
+def view_url(server: ServerThread) -> Callable[[str], str]:
     """dataset id -> the folder URL of its zarr view."""
-    return lambda dataset_id: f"{xr_server.url}/api/v1/datasets/{dataset_id}/zarr/"
+    return lambda dataset_id: f"{server.url}/api/v1/datasets/{dataset_id}/zarr/"
 
 
-@pytest.fixture(scope="session")
-def stats(xr_server: ServerThread) -> Callable[..., dict]:
+@pytest.fixture(scope="module")
+def stats(server: ServerThread) -> Callable[..., dict]:
     """zarr-stats of a dataset as seen by a caller (a token, or None for the public)."""
-    import httpx
 
     def get(dataset_id: str, token: str | None = None) -> dict:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        r = httpx.get(f"{xr_server.url}/api/v1/datasets/{dataset_id}/zarr-stats", headers=headers, timeout=60)
+        r = httpx.get(f"{server.url}/api/v1/datasets/{dataset_id}/zarr-stats", headers=headers, timeout=60)
         r.raise_for_status()
         return r.json()
 

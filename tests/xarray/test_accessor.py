@@ -21,13 +21,13 @@ def opened(hostport: str, new_token: Callable[..., str]) -> tuple[xr.Dataset, st
 
 
 def test_points_are_the_servers_interpolation(
-    opened: tuple[xr.Dataset, str], xr_server, stats: Callable[..., dict]
+    opened: tuple[xr.Dataset, str], server, stats: Callable[..., dict]
 ) -> None:
     ds, token = opened
     rng = np.random.default_rng(7)
     pts = rng.uniform(0, 2 * np.pi, size=(50, 3))
     got = ds.labservice.points("velocity", pts, time=6.5, spatial="lag4")
-    with Lab(xr_server.url, token=token) as lab:
+    with Lab(server.url, token=token) as lab:
         want = lab.dataset("isotropic64").points("velocity", pts, time=6.5, spatial="lag4")
     assert got.dims == ("points", "velocity_component")
     assert list(got["velocity_component"].values) == ["ux", "uy", "uz"]
@@ -62,11 +62,11 @@ def test_gradient_and_series(opened: tuple[xr.Dataset, str]) -> None:
     np.testing.assert_allclose(series["time"].values, [6.0, 6.05, 6.1])
 
 
-def test_stock_open_zarr_needs_connect(view_url: Callable[[str], str], xr_server) -> None:
+def test_stock_open_zarr_needs_connect(view_url: Callable[[str], str], server) -> None:
     ds = xr.open_zarr(view_url("periodic16"))
     with pytest.raises(InvalidRequest, match="connect"):
         ds.labservice.sel_points("pressure", x=0.1, y=0.2, z=0.3, time=0.1)
-    ds.labservice.connect(xr_server.url)
+    ds.labservice.connect(server.url)
     got = ds.labservice.sel_points("pressure", x=0.0, y=0.0, z=0.0, time=0.1)
     np.testing.assert_allclose(got.values, ds["pressure"].isel(time=1, x=[0], y=0, z=0).values, atol=1e-5)
     with pytest.raises(InvalidRequest, match="pressure"):

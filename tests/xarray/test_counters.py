@@ -85,7 +85,7 @@ def test_slice_fetches_only_needed_ranges(
     view_url: Callable[[str], str],
     new_token: Callable[..., str],
     stats: Callable[..., dict],
-    xr_urls: dict[str, str],
+    served_data: dict[str, str],
     hostport: str,
 ) -> None:
     token = new_token()  # a fresh caller, so its read history holds only this test's reads
@@ -99,7 +99,7 @@ def test_slice_fetches_only_needed_ranges(
     before = stats(dataset)
     assert _reads(stats(dataset, token)) == []  # opening read metadata and coordinates only
     got = ds[variable].isel(isel).values
-    root = Path(xr_urls[dataset])
+    root = Path(served_data[dataset])
     dims = ds[variable].dims
     selection = tuple(
         slice(isel[d], isel[d] + 1) if isinstance(isel.get(d), int) else isel.get(d, slice(None))

@@ -11,13 +11,13 @@ import xarray as xr
 import zarr
 
 
-def test_subvolume_mean_equals_local(view_url: Callable[[str], str], xr_urls: dict[str, str]) -> None:
+def test_subvolume_mean_equals_local(view_url: Callable[[str], str], served_data: dict[str, str]) -> None:
     ds = xr.open_zarr(view_url("isotropic64"))
     box = {"time": slice(10, 13), "z": slice(8, 40), "y": slice(20, 52), "x": slice(0, 64)}
     remote = ds["velocity"].isel(box).astype("f8").mean(dim=("time", "z", "y", "x"))
     assert remote.chunks is not None  # lazy until computed, by dask
     got = remote.compute().values
-    local = zarr.open_array(f"{xr_urls['isotropic64']}/velocity", mode="r")
+    local = zarr.open_array(f"{served_data['isotropic64']}/velocity", mode="r")
     want = local[10:13, 8:40, 20:52, 0:64, :].astype("f8").mean(axis=(0, 1, 2, 3))
     assert got.shape == (3,)
     np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
@@ -25,7 +25,7 @@ def test_subvolume_mean_equals_local(view_url: Callable[[str], str], xr_urls: di
 
 
 def test_public_reads_full_variable_with_many_parallel_requests(
-    view_url: Callable[[str], str], xr_urls: dict[str, str], stats: Callable[..., dict]
+    view_url: Callable[[str], str], served_data: dict[str, str], stats: Callable[..., dict]
 ) -> None:
     # The public may run 4 requests at once; dask with 8 threads and zarr's own 10-way concurrency issue
     # more than that. zarr reads are counted in their own, wider bucket, so none is refused.
@@ -33,7 +33,7 @@ def test_public_reads_full_variable_with_many_parallel_requests(
     ds = xr.open_zarr(view_url("isotropic64"))
     with dask.config.set(scheduler="threads", num_workers=8):
         got = ds["velocity"].isel(time=slice(20, 24)).values
-    local = zarr.open_array(f"{xr_urls['isotropic64']}/velocity", mode="r")
+    local = zarr.open_array(f"{served_data['isotropic64']}/velocity", mode="r")
     assert np.array_equal(got, local[20:24])
     after = stats("isotropic64")
     assert after["you"]["caller"] == "public"
@@ -43,7 +43,7 @@ def test_public_reads_full_variable_with_many_parallel_requests(
 
 
 def test_engine_retries_busy_answers(
-    hostport: str, view_url: Callable[[str], str], new_token: Callable[..., str], xr_urls: dict[str, str]
+    hostport: str, view_url: Callable[[str], str], new_token: Callable[..., str], served_data: dict[str, str]
 ) -> None:
     # One zarr read in flight at a time for this token: parallel reads get 429 + Retry-After. Stock
     # fsspec gives up; the engine's session waits and retries.
@@ -61,5 +61,5 @@ def test_engine_retries_busy_answers(
             stock["velocity"].isel(box).load()
         got = open_labservice(f"labservice://{hostport}/periodic16", token=token, chunks={})["velocity"]
         got = got.isel(box).values
-    local = zarr.open_array(f"{xr_urls['periodic16']}/velocity", mode="r")
+    local = zarr.open_array(f"{served_data['periodic16']}/velocity", mode="r")
     assert np.array_equal(got, local[0, 0:8])

@@ -15,7 +15,7 @@ from labservice import open_dataset
 
 
 def test_engine_equals_open_zarr(
-    hostport: str, view_url: Callable[[str], str], xr_urls: dict[str, str]
+    hostport: str, view_url: Callable[[str], str], served_data: dict[str, str]
 ) -> None:
     ds = xr.open_dataset(f"labservice://{hostport}/periodic16", engine="labservice", chunks={})
     ref = xr.open_zarr(view_url("periodic16"))
@@ -25,20 +25,20 @@ def test_engine_equals_open_zarr(
     assert ds.attrs.pop("labservice_dataset") == "periodic16"
     assert "labservice_token_id" not in ds.attrs  # public
     xr.testing.assert_identical(ds, ref)  # coords, attrs, dims, every value
-    local = open_dataset(xr_urls["periodic16"])
+    local = open_dataset(served_data["periodic16"])
     got = ds["velocity"].isel(time=1, z=slice(2, 9), x=slice(5, 16)).values
     assert np.array_equal(got, local.store.read_box("velocity", 1, slice(2, 9), slice(0, 16), slice(5, 16)))
 
 
 def test_engine_without_chunks_is_lazy(
-    hostport: str, new_token: Callable[..., str], stats: Callable[..., dict], xr_urls: dict[str, str]
+    hostport: str, new_token: Callable[..., str], stats: Callable[..., dict], served_data: dict[str, str]
 ) -> None:
     token = new_token()
     ds = xr.open_dataset(f"labservice://{hostport}/periodic16", engine="labservice", token=token)
     assert ds["velocity"].chunks is None
     assert stats("periodic16", token)["you"]["recent_reads"] == []  # opening read no data
     got = ds["velocity"].isel(time=4, y=slice(3, 5)).values
-    local = open_dataset(xr_urls["periodic16"])
+    local = open_dataset(served_data["periodic16"])
     assert np.array_equal(got, local.store.read_box("velocity", 4, slice(0, 16), slice(3, 5), slice(0, 16)))
 
 

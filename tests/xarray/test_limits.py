@@ -42,10 +42,10 @@ def test_zarr_reads_have_their_own_wider_bucket() -> None:
     assert request_slot(who, "/api/v1/datasets/iso/zarr-stats").key == who.key
 
 
-def test_budget_headers_and_429(xr_server, new_token: Callable[..., str], stats: Callable[..., dict]) -> None:
+def test_budget_headers_and_429(server, new_token: Callable[..., str], stats: Callable[..., dict]) -> None:
     token = new_token(bytes_per_minute=100_000)
     auth = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=xr_server.url, timeout=60) as c:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
         first = c.get(SHARD, headers=auth)
         assert first.status_code == 200
         size = len(first.content)
@@ -73,14 +73,14 @@ def test_budget_headers_and_429(xr_server, new_token: Callable[..., str], stats:
     assert mine["bytes_served"] == 2 * size + 1000 and mine["bytes_per_minute"] == 100_000
 
 
-def test_read_larger_than_the_budget_is_413(xr_server, new_token: Callable[..., str]) -> None:
+def test_read_larger_than_the_budget_is_413(server, new_token: Callable[..., str]) -> None:
     token = new_token(bytes_per_minute=10_000)
-    r = httpx.get(xr_server.url + SHARD, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    r = httpx.get(server.url + SHARD, headers={"Authorization": f"Bearer {token}"}, timeout=60)
     assert r.status_code == 413 and "byte range" in r.json()["detail"]
 
 
-def test_public_headers_and_bad_tokens(xr_server) -> None:
-    with httpx.Client(base_url=xr_server.url, timeout=60) as c:
+def test_public_headers_and_bad_tokens(server) -> None:
+    with httpx.Client(base_url=server.url, timeout=60) as c:
         public = c.get("/api/v1/datasets/periodic16/zarr/zarr.json")
         assert public.status_code == 200
         assert public.headers["x-lab-bytes-limit"] == str(1 << 30)  # the documented public default

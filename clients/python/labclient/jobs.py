@@ -1,7 +1,8 @@
 """Batch jobs from the client: submit, follow with a progress bar, fetch results, cancel.
 
->>> job = submit_job(lab, {"kind": "cutout", "dataset": "isotropic64", "variables": ["velocity"],
-...                        "times": [0.0], "x": "0:64", "formats": ["zarr"]})
+>>> job = submit_job(lab, {"kind": "cutout", "dataset": "isotropic64", "variable": "velocity",
+...                        "time": 0.0, "x": "0:64", "format": "zarr"})
+>>> # "time" and "format" as in GET .../cutout; "times" and "formats" take lists (one spelling per request)
 >>> ds = job.wait(progress=True).result()        # an xarray Dataset, opened lazily from zarr
 """
 

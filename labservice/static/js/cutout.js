@@ -56,9 +56,9 @@ document.addEventListener("DOMContentLoaded", () => {
     el("cutout-size").textContent = p.points.toLocaleString() + " points × " + p.ncomp + " component" +
       (p.ncomp === 1 ? "" : "s") + " = " + Lab.formatBytes(p.bytes) + " (float32, before compression)";
     el("cutout-plan").textContent = limits === null ? "" : big
-      ? "Over your synchronous limit of " + Lab.formatBytes(syncLimit()) + ": " +
+      ? "Over your synchronous cutout limit of " + Lab.formatBytes(syncLimit()) + ": " +
         (jobsAllowed() ? "it runs as a batch job." : "a token that allows jobs is needed.")
-      : "Within your synchronous limit of " + Lab.formatBytes(syncLimit()) + ": it downloads at once.";
+      : "Within your synchronous cutout limit of " + Lab.formatBytes(syncLimit()) + ": it downloads at once.";
     el("cutout-submit").textContent = big ? "Submit as a job" : "Download";
     el("cutout-submit").disabled = big && !jobsAllowed();
     el("cutout-job").disabled = !jobsAllowed();
@@ -80,7 +80,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const fmt = el("cutout-format").value;
     const body = { kind: "cutout", dataset: datasetId, variables: [el("cutout-variable").value],
       times: [Number(el("cutout-time").value)], ...p.ranges,
-      formats: ["hdf5", "netcdf", "zarr"].includes(fmt) ? [fmt] : ["hdf5"] };
+      formats: el("cutout-format").selectedOptions[0].dataset.job === "true" ? [fmt] : ["hdf5"] };
     const job = await Lab.json(Lab.API + "/jobs", {
       method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
     });
