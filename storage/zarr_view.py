@@ -59,10 +59,11 @@ def size_and_stamp(zs: Any, key: str) -> tuple[int, str] | None:
     """(size, version stamp) of a stored object, None when absent."""
     from zarr.core.sync import sync
 
-    root = getattr(zs, "root", None)  # only zarr's LocalStore has a root folder
-    if root is not None:  # local: stat gives size and mtime in one call
+    from zarr.storage import LocalStore
+
+    if isinstance(zs, LocalStore):  # local: stat gives size and mtime in one call
         try:
-            st = os.stat(os.path.join(str(root), key))
+            st = os.stat(os.path.join(str(zs.root), key))
         except FileNotFoundError:
             return None
         return st.st_size, f"{st.st_mtime_ns}"
