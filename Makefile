@@ -9,7 +9,7 @@ STAMP   = $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test demo setup bench clean browser
+.PHONY: run test demo setup bench clean browser services
 
 setup: $(STAMP)
 
@@ -30,7 +30,15 @@ run: demo
 browser:
 	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: demo browser
+# The platform tests start their own PostgreSQL, Redis and nginx (tests/plugin/postgres.py, redis.py, nginx.py)
+# from Debian's packages (Debian keeps pg_ctl in /usr/lib/postgresql/<v>/bin); `make run` needs none of them.
+services:
+	(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl) >/dev/null 2>&1 && command -v redis-server >/dev/null \
+	  && (command -v nginx || test -x /usr/sbin/nginx) >/dev/null \
+	  || (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server nginx)
+
+test: demo browser services
 	LABSERVICE_DEMO_DATA=$(abspath $(DATA)) $(PY) -m pytest
 
 bench: demo

@@ -2,17 +2,21 @@
 
 1. Points/s of one 1,000,000-point lag4 request: msgpack end to end (client encode, server, client
    decode) vs the in-process engine vs the JSON path. Targets: msgpack >= 50% of in-process and >= 10x JSON.
-2. p50/p99 latency of 4096-point lag6 msgpack requests from 16 concurrent clients. Target: p99 < 50 ms.
+2. p50/p99 latency and throughput of 4096-point lag6 msgpack requests from 16 concurrent clients, with 1
+   and with N server processes (``--workers 1 2``; more than one worker shares its limits through a
+   redis-server started here). Target: p99 < 50 ms; throughput scales with workers when cores are free.
 3. Sync cutout throughput (MB/s) of a 128^3 x 3 HDF5 cutout vs a raw zarr read of the same region.
 
 The server runs as a separate process (``labservice serve``), as in production. Usage::
 
     python benchmarks/service.py [--size 128] [--points 1000000] [--duration 30] [--clients 16 [2 ...]]
+                                 [--workers 1 [2 ...]]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import tempfile
@@ -27,12 +31,12 @@ from common import best_of
 from labclient import Lab
 from labclient.codec import MSGPACK, pack, unpack
 from labservice import open_dataset
-from labservice.devserver import ServeProcess, write_sample_datasets
+from labservice.devserver import RedisServer, ServeProcess, write_sample_datasets
 from labservice.limits import Limits
 from labservice.tokens import TokenStore
 
 
-def start_server(urls: dict[str, str], folder: Path) -> ServeProcess:
+def start_server(urls: dict[str, str], folder: Path, workers: int = 1, redis_url: str | None = None) -> ServeProcess:
     env = {
         "LABSERVICE_DATASETS": json.dumps(urls),
         "LABSERVICE_TOKEN_DB": str(folder / "tokens.sqlite"),
@@ -41,7 +45,9 @@ def start_server(urls: dict[str, str], folder: Path) -> ServeProcess:
         "LABSERVICE_CACHE_BYTES": str(2 << 30),
         "LABSERVICE_JOBS_ENABLED": "false",
     }
-    return ServeProcess(None, env, folder / "server.log").wait_ready(120.0)
+    if redis_url:
+        env["LABSERVICE_REDIS_URL"] = redis_url
+    return ServeProcess(None, env, folder / "server.log", workers=workers).wait_ready(120.0)
 
 
 def bench_points(ds, lab: Lab, url: str, token: str, dataset_id: str, n: int, time_value: float) -> None:
@@ -78,14 +84,29 @@ def bench_points(ds, lab: Lab, url: str, token: str, dataset_id: str, n: int, ti
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its children (the server's worker processes)."""
+    import psutil
+
+    total = 0.0
+    for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
 
 
 def bench_latency(
-    url: str, token: str, dataset_id: str, clients: int, duration: float, time_value: float, server_pid: int
-) -> None:
+    url: str,
+    token: str,
+    dataset_id: str,
+    clients: int,
+    duration: float,
+    time_value: float,
+    server_pid: int,
+    workers: int = 1,
+) -> dict[str, float]:
     rng = np.random.default_rng(1)
     bodies = [
         pack(
@@ -128,7 +149,8 @@ def bench_latency(
         t.join()
     server_cpu, client_cpu = _cpu_seconds(server_pid) - server0, time.process_time() - client0
     lat = np.concatenate([np.asarray(x) for x in latencies]) * 1e3
-    print(f"latency, 4096-point lag6 msgpack requests, {clients} concurrent clients for {duration:g} s:")
+    print(f"latency, 4096-point lag6 msgpack requests, {clients} concurrent clients for {duration:g} s, "
+          f"{workers} server process{'es' if workers > 1 else ''}:")
     print(
         f"  requests {lat.size}, errors {sum(errors)}, throughput {lat.size / duration:,.1f} req/s "
         f"= {lat.size * 4096 / duration:,.0f} points/s"
@@ -138,10 +160,18 @@ def bench_latency(
     # Little's law: closed-loop clients wait at least clients x (CPU per request) / cores
     per_request = (server_cpu + client_cpu) / max(lat.size, 1)
     cores = os.cpu_count() or 1
+    floor = clients * per_request / cores
     print(f"  CPU per request: server {server_cpu / max(lat.size, 1) * 1e3:.2f} ms + clients "
           f"{client_cpu / max(lat.size, 1) * 1e3:.2f} ms; with {cores} cores the mean latency of {clients} "
-          f"closed-loop clients is at least {clients * per_request / cores * 1e3:.1f} ms")
+          f"closed-loop clients is at least {floor * 1e3:.1f} ms (Little's law floor; measured mean "
+          f"{lat.mean():.1f} ms), i.e. at most {cores / per_request:,.1f} req/s")
+    server_cap = min(workers, cores) / max(server_cpu / max(lat.size, 1), 1e-9)
+    print(f"  {workers} server process{'es serve' if workers > 1 else ' serves'} on {cores} cores at most "
+          f"{server_cap:,.1f} req/s at this server CPU per request (one process uses at most one core)")
     print(f"  load average now {os.getloadavg()[0]:.2f}")
+    return {"workers": workers, "clients": clients, "throughput": lat.size / duration,
+            "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+            "floor_ms": floor * 1e3, "cap": cores / per_request, "load": os.getloadavg()[0]}
 
 
 def bench_cutout(url: str, token: str, dataset_id: str, zarr_url: str, size: int, time_value: float) -> None:
@@ -196,9 +226,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[16],
                         help="concurrent clients of the latency run; several values run one after another")
     parser.add_argument("--skip", nargs="*", default=[], choices=["points", "latency", "cutout"])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1],
+                        help="server processes of the latency run, e.g. 1 2; more than 1 starts a redis-server "
+                        "for the shared limits (LABSERVICE_REDIS_URL); points and cutout run with the first")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         t0 = time.perf_counter()
         urls = write_sample_datasets(folder, n=args.size)
@@ -216,18 +249,35 @@ def main() -> None:
                 max_concurrent=64,
             ),
         )
+        redis_url = None
+        if max(args.workers) > 1:
+            (folder / "redis").mkdir()
+            redis_url = stack.enter_context(RedisServer(folder / "redis")).url
         time_value = 0.1
-        with start_server(urls, folder) as server:
-            url = server.url
-            ds = open_dataset(urls[dataset_id])
-            with Lab(url, token=token) as lab:
-                if "points" not in args.skip:
-                    bench_points(ds, lab, url, token, dataset_id, args.points, time_value)
-            if "latency" not in args.skip:
-                for clients in args.clients:
-                    bench_latency(url, token, dataset_id, clients, args.duration, time_value, server.pid)
-            if "cutout" not in args.skip:
-                bench_cutout(url, token, dataset_id, urls[dataset_id], args.size, time_value)
+        results = []
+        for n, workers in enumerate(args.workers):
+            with start_server(urls, folder, workers, redis_url if workers > 1 else None) as server:
+                url = server.url
+                if n == 0 and "points" not in args.skip:
+                    ds = open_dataset(urls[dataset_id])
+                    with Lab(url, token=token) as lab:
+                        bench_points(ds, lab, url, token, dataset_id, args.points, time_value)
+                if "latency" not in args.skip:
+                    for clients in args.clients:
+                        results.append(bench_latency(
+                            url, token, dataset_id, clients, args.duration, time_value, server.pid, workers
+                        ))
+                if n == 0 and "cutout" not in args.skip:
+                    bench_cutout(url, token, dataset_id, urls[dataset_id], args.size, time_value)
+        if len(args.workers) > 1 and results:
+            print("workers  clients  req/s     p50 ms   p99 ms   floor ms  CPU-bound req/s  load")
+            for r in results:
+                print(f"{r['workers']:7d}  {r['clients']:7d}  {r['throughput']:8.1f}  {r['p50']:7.1f}  "
+                      f"{r['p99']:7.1f}  {r['floor_ms']:8.1f}  {r['cap']:15.1f}  {r['load']:.2f}")
+            base = results[0]["throughput"]
+            for r in results[1:]:
+                print(f"  throughput {r['workers']} workers / {results[0]['workers']}: {r['throughput'] / base:.2f} x")
+
 
 if __name__ == "__main__":
     main()

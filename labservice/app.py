@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 
 from labservice import __version__
 from labservice.http_errors import add_exception_handlers, document_errors
+from labservice.limit_backends import backend_from_settings
 from labservice.limits import Limits
 from labservice.middleware import LimitsMiddleware, SecurityHeadersMiddleware, cors_options
 from labservice.settings import Settings
@@ -86,9 +87,13 @@ def _opener(cache_bytes: int) -> Any:
     # Catalog URLs may carry the fsspec options (S3 endpoint, keys) needed to open them.
     from labservice.datasets.catalog import CatalogURL
 
-    return lambda url: open_dataset(
-        url, storage_options=url.storage_options if isinstance(url, CatalogURL) else None, cache=cache
-    )
+    def opener(url: Any) -> Any:
+        return open_dataset(
+            url, storage_options=url.storage_options if isinstance(url, CatalogURL) else None, cache=cache
+        )
+
+    opener.cache = cache  # type: ignore[attr-defined] - /metrics exports its hits and misses
+    return opener
 
 
 @asynccontextmanager
@@ -100,11 +105,23 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
 
     simulations = await run_in_threadpool(SimulationRegistry.from_settings, settings)
     urls = {**simulations.density_urls(), **urls}  # each simulation's density is also a field dataset
-    registry = await run_in_threadpool(DatasetRegistry.open, urls, _opener(settings.cache_bytes))
+    opener = _opener(settings.cache_bytes)
+    app.state.chunk_cache = opener.cache
+    registry = await run_in_threadpool(DatasetRegistry.open, urls, opener)
     for ds_id, reason in registry.failed.items():
         log.warning("dataset %s not served: %s", ds_id, reason)
-    token_path = settings.token_db_path()
-    tokens = TokenStore(token_path) if token_path is not None else None
+    from labservice.db import prepare
+
+    # The embedded SQLite database is created or migrated here (old token/job files imported once).
+    with_jobs = bool(settings.jobs_enabled) and getattr(app.state, "jobs", None) is None
+    await run_in_threadpool(prepare, settings, with_jobs)
+    tokens_url = settings.tokens_database_url()
+    tokens = TokenStore(tokens_url) if tokens_url is not None else None
+    platform_url = settings.database_url or tokens_url or (settings.jobs_database_url() if with_jobs else None)
+    if platform_url is not None:  # /readyz pings it
+        from labservice.db import database
+
+        app.state.db = database(platform_url)
     app.state.registry = registry
     # A job engine set on app.state before start-up (tests, embedding) is used as it is.
     own_jobs = bool(settings.jobs_enabled) and getattr(app.state, "jobs", None) is None
@@ -122,6 +139,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         }
     finally:
         simulations.close()
+        app.state.limits_backend.close()
         if own_jobs:
             from labservice.jobs import stop_jobs
 
@@ -150,6 +168,21 @@ def _openapi_with_body_schemas(app: FastAPI) -> Any:
     return openapi
 
 
+def _add_observability(app: FastAPI, settings: Settings) -> None:
+    """Metrics (``app.state.metrics``) and the access log: the outermost middleware, so every request counts."""
+    app.state.metrics = None
+    if settings.metrics:
+        from labservice.metrics import Metrics
+
+        app.state.metrics = Metrics(lambda: getattr(getattr(app.state, "jobs", None), "registry", None))
+    if settings.metrics or settings.access_log:
+        from labservice.access_log import AccessLogMiddleware
+
+        app.add_middleware(
+            AccessLogMiddleware, fastapi_app=app, metrics=app.state.metrics, log_lines=settings.access_log
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the labservice app.
 
@@ -167,12 +200,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     add_exception_handlers(app)
-    app.add_middleware(LimitsMiddleware, prefix="/api/")
+    # In-process counts, or Redis shared by every worker and host (settings.redis_url); /readyz reads
+    # app.state.limits_backend.degraded.
+    app.state.limits_backend = backend_from_settings(settings)
+    app.add_middleware(
+        LimitsMiddleware,
+        prefix="/api/",
+        backend=app.state.limits_backend,
+        trusted_proxies=settings.trusted_proxies,
+    )
     if settings.cors_origins:  # off by default: only listed browser origins may call cross-site
         app.add_middleware(CORSMiddleware, **cors_options(settings.cors_origins))
     app.add_middleware(SecurityHeadersMiddleware)
+    _add_observability(app, settings)
     for name in ROUTER_MODULES:
         app.include_router(importlib.import_module(name).router, prefix=API_PREFIX)
+    from labservice.routers.health import root_router
+
+    app.include_router(root_router)  # /livez, /readyz, /metrics: outside /api/, so outside the limits
     from labservice.routers import portal
 
     portal.install(app)  # the web portal's HTML pages at / and their files at /static
@@ -182,22 +227,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def serve(
-    host: str = "127.0.0.1", port: int = 8000, data_dir: Path | None = None, catalog: Path | None = None
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    data_dir: Path | None = None,
+    catalog: Path | None = None,
+    workers: int | None = None,
+    root_path: str | None = None,
 ) -> None:
-    """Run the service with uvicorn; ``data_dir`` and ``catalog`` override the environment settings."""
-    import uvicorn
+    """Run the service with uvicorn (``workers`` processes); the arguments override the environment
+    settings. See :mod:`labservice.serving`."""
+    from labservice.serving import run
 
-    overrides: dict[str, Any] = {}
-    if data_dir is not None:
-        overrides["data_dir"] = Path(data_dir)
-    if catalog is not None:
-        overrides["catalog"] = Path(catalog)
-    settings = Settings(**overrides)
-    if settings.jobs_enabled is None:  # the served product runs jobs unless told not to
-        settings = settings.model_copy(update={"jobs_enabled": True})
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # Keep idle connections longer than clients' pools do (httpx: 5 s), so that a client never sends on a
-    # connection the server is closing at that moment (a ReadError seen under load).
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info", access_log=False, timeout_keep_alive=30
-    )
+    run(host=host, port=port, data_dir=data_dir, catalog=catalog, workers=workers, root_path=root_path)

@@ -12,6 +12,9 @@ demo_app = typer.Typer(help="Build the embedded demo datasets.", no_args_is_help
 token_app = typer.Typer(help="Issue and list access tokens.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 app.add_typer(token_app, name="token")
+db_app = typer.Typer(help="The platform database (tokens, jobs): create, migrate, import old files.",
+                     no_args_is_help=True)
+app.add_typer(db_app, name="db")
 
 DataDir = Annotated[Path, typer.Option("--data", help="Folder holding the datasets.")]
 
@@ -22,11 +25,39 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     data: Annotated[Path | None, typer.Option("--data", help="Serve every dataset under this folder.")] = None,
     catalog: Annotated[Path | None, typer.Option(help="A YAML catalog listing dataset URLs.")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Server processes (default 1, or LABSERVICE_WORKERS); more than 1 needs "
+                     "LABSERVICE_REDIS_URL so that limits hold in total."),
+    ] = None,
+    root_path: Annotated[
+        str | None,
+        typer.Option(help='Path prefix a reverse proxy serves this under, e.g. "/lab" (the proxy strips it).'),
+    ] = None,
 ) -> None:
     """Serve the HTTP API (settings also come from LABSERVICE_* environment variables)."""
     from labservice.app import serve as run_server
 
-    run_server(host=host, port=port, data_dir=data, catalog=catalog)
+    run_server(host=host, port=port, data_dir=data, catalog=catalog, workers=workers, root_path=root_path)
+
+
+@app.command()
+def engine(
+    data: Annotated[Path | None, typer.Option("--data", help="Resolve dataset ids under this folder.")] = None,
+    catalog: Annotated[Path | None, typer.Option(help="A YAML catalog listing dataset URLs.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler, tcp://host:port (default LABSERVICE_DASK_SCHEDULER).")
+    ] = None,
+) -> None:
+    """Run the job engine as its own process (API servers then run with LABSERVICE_ENGINE=external).
+
+    Several engines may run at once, on any hosts sharing the database, the scratch store and the scheduler.
+    """
+    from labservice.jobs.service import main as run_engine
+    from labservice.settings import Settings
+
+    overrides = {k: v for k, v in (("data_dir", data), ("catalog", catalog), ("dask_scheduler", scheduler)) if v}
+    run_engine(Settings(**overrides))
 
 
 @app.command()
@@ -75,14 +106,16 @@ def _token_store(token_db: Path | None):
     from labservice.settings import Settings
     from labservice.tokens import TokenStore
 
-    path = token_db or Settings().token_db_path()
-    if path is None:
-        raise typer.BadParameter("give --token-db, or set LABSERVICE_TOKEN_DB or LABSERVICE_DATA_DIR")
-    return TokenStore(path)
+    where = token_db or Settings().tokens_database_url()
+    if where is None:
+        raise typer.BadParameter(
+            "give --token-db, or set LABSERVICE_DATABASE_URL, LABSERVICE_TOKEN_DB or LABSERVICE_DATA_DIR"
+        )
+    return TokenStore(where)
 
 
 TokenDb = Annotated[
-    Path | None, typer.Option("--token-db", help="SQLite token file (default: LABSERVICE_TOKEN_DB or <data>/tokens.sqlite).")
+    Path | None, typer.Option("--token-db", help="SQLite token file (default: LABSERVICE_DATABASE_URL, LABSERVICE_TOKEN_DB or <data>/labservice.sqlite).")
 ]
 
 
@@ -145,6 +178,36 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token id from
     """Revoke a token."""
     _token_store(token_db).revoke(token_id)
     typer.echo(f"revoked {token_id}")
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: Annotated[
+        str | None, typer.Option(help="sqlite:///file or postgresql://... (default: LABSERVICE_DATABASE_URL).")
+    ] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="The data folder (default: LABSERVICE_DATA_DIR).")] = None,
+) -> None:
+    """Create or migrate the schema, then import the old tokens.sqlite / jobs.sqlite files found (once each).
+
+    Old files: LABSERVICE_TOKEN_DB and LABSERVICE_JOB_DB, or <data>/tokens.sqlite and
+    <scratch>/jobs.sqlite. Safe to run again: nothing is imported twice.
+    """
+    from labservice.db import upgrade
+    from labservice.settings import Settings
+
+    overrides: dict[str, object] = {}
+    if database_url:
+        overrides["database_url"] = database_url
+    if data is not None:
+        overrides["data_dir"] = data
+    settings = Settings(**overrides)
+    legacy = settings.legacy_database_files()
+    url = settings.database_url or settings.tokens_database_url() or settings.jobs_database_url()
+    done = upgrade(url, legacy_tokens=legacy.get("tokens"), legacy_jobs=legacy.get("jobs"))
+    typer.echo(f"{done['database']}: schema at revision {done['revision']}"
+               f" ({'migrated' if done['migrated'] else 'already current'})")
+    for table, n in done["imported"].items():  # type: ignore[union-attr]
+        typer.echo(f"imported {n} {table} from {legacy[table]}")
 
 
 def main() -> None:

@@ -5,7 +5,8 @@
 
 Also writes small analytic sample datasets (:func:`write_sample_datasets`) so a server can be tried
 without the demo data, and runs ``labservice serve`` as a separate process (:class:`ServeProcess`), as
-the load benchmark, the notebooks runner and the fault tests need.
+the load benchmark, the notebooks runner and the fault tests need, and a ``redis-server`` for shared limits
+(:class:`RedisServer`).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class ServerThread:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, 0))
         self.host, self.port = self.sock.getsockname()[:2]
-        config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False)
+        # X-Forwarded-For is the limits middleware's (settings.trusted_proxies), as in `labservice serve`.
+        config = uvicorn.Config(app, log_level=log_level, lifespan="on", access_log=False, proxy_headers=False)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
             target=self.server.run, kwargs={"sockets": [self.sock]}, name="labservice-server", daemon=True
@@ -97,14 +99,25 @@ class ServeProcess:
     it also ends the Dask workers it started). Output goes to ``log``; ``env`` adds to the environment."""
 
     def __init__(
-        self, data: Path | None, env: Mapping[str, str], log: Path, port: int | None = None
+        self,
+        data: Path | None,
+        env: Mapping[str, str],
+        log: Path,
+        port: int | None = None,
+        workers: int = 1,
+        args: list[str] | None = None,
     ) -> None:
         self.port = port or free_ports(1)[0]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
+        self.workers = workers
         cmd = [sys.executable, "-m", "labservice", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if data is not None:
             cmd += ["--data", str(data)]
+        if workers != 1:
+            cmd += ["--workers", str(workers)]
+        cmd += list(args or [])
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as f:  # the child keeps its own handle
             self.proc = subprocess.Popen(
                 cmd,
@@ -121,8 +134,32 @@ class ServeProcess:
     def log_tail(self, n: int = 3000) -> str:
         return self.log.read_bytes()[-n:].decode(errors="replace")
 
+    def started_workers(self) -> int:
+        """How many server processes have finished starting so far (uvicorn logs one line each)."""
+        if not self.log.exists():
+            return 0
+        with open(self.log, "rb") as f:
+            f.seek(self._log_start)
+            return f.read().count(b"Application startup complete")
+
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes under uvicorn's supervisor (itself when there is one worker)."""
+        import psutil
+
+        if self.workers == 1:
+            return [self.pid]
+        pids = []
+        for child in psutil.Process(self.pid).children():
+            try:  # a worker just killed is a zombie until the supervisor reaps it: not a worker any more
+                if child.status() != psutil.STATUS_ZOMBIE and "spawn_main" in " ".join(child.cmdline()):
+                    pids.append(child.pid)
+            except psutil.Error:
+                continue
+        return sorted(pids)
+
     def wait_ready(self, timeout: float = 120.0, jobs: bool = False) -> ServeProcess:
-        """Wait until /health answers 200 (and, with ``jobs``, reports the job cluster reachable)."""
+        """Wait until /health answers 200 (and, with ``jobs``, reports the job cluster reachable) and every
+        worker process has started."""
         import httpx
 
         deadline = time.monotonic() + timeout
@@ -131,7 +168,8 @@ class ServeProcess:
                 raise RuntimeError(f"labservice serve exited ({self.proc.returncode}):\n{self.log_tail()}")
             try:
                 r = httpx.get(f"{self.url}/api/v1/health", timeout=5)
-                if r.status_code == 200 and (not jobs or r.json().get("jobs", {}).get("reachable")):
+                ready = r.status_code == 200 and (not jobs or r.json().get("jobs", {}).get("reachable"))
+                if ready and self.started_workers() >= self.workers:
                     return self
             except httpx.HTTPError:
                 pass
@@ -161,6 +199,67 @@ class ServeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+REDIS_START_TIMEOUT = 20.0
+
+
+class RedisServer:
+    """One redis-server process (no persistence), restartable on the same port."""
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        self.folder = Path(folder)
+        self.port = port or free_ports(1)[0]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        cmd = [
+            "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+            "--dir", str(self.folder), "--daemonize", "no", "--logfile", str(self.folder / "redis.log"),
+        ]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.folder / "redis.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"redis-server exited ({self.proc.returncode}):\n{log}")
+            if self.ping():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port} within {REDIS_START_TIMEOUT} s")
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Kill the server (its data is gone: it keeps nothing on disk)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def flush(self) -> None:
+        """Forget every key (fresh buckets between tests)."""
+        import redis
+
+        with redis.Redis.from_url(self.url) as client:
+            client.flushall()
 
 
 def _periodic_field(x: np.ndarray, y: np.ndarray, z: np.ndarray, t: float) -> tuple[np.ndarray, np.ndarray]:

@@ -89,6 +89,13 @@ class StorageUnavailable(LabError):
     retry_after = 5.0
 
 
+class DatabaseUnavailable(StorageUnavailable):
+    """The platform database (tokens, jobs) could not be reached; retrying in a few seconds may work."""
+
+    code = "database_unavailable"
+    retry_after = 2.0
+
+
 class CorruptData(LabError):
     """Stored bytes failed their checksum. Never served; names the dataset and chunk."""
 

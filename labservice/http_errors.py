@@ -23,6 +23,7 @@ from starlette.routing import Match
 from labservice.encoding import format_validation_errors
 from labservice.errors import (
     CorruptData,
+    DatabaseUnavailable,
     Forbidden,
     InvalidInput,
     LabError,
@@ -57,6 +58,7 @@ STATUS_CODES: dict[type[LabError], int] = {
     QuotaExceeded: 429,
     RateLimited: 429,
     StorageUnavailable: 503,
+    DatabaseUnavailable: 503,
     CorruptData: 500,
 }
 

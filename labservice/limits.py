@@ -12,8 +12,12 @@ import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from labservice.errors import LimitExceeded, RateLimited
+
+if TYPE_CHECKING:
+    from labservice.limit_backends import LimitBackend
 
 MIB = 1 << 20
 
@@ -63,7 +67,8 @@ def check_points(limits: Limits, npoints: int, ntimes: int = 1) -> int:
         raise LimitExceeded(
             f"this request asks for {npoints} points{times} = {cost}, over your limit of "
             f"{limits.points_per_request} per request; split it into smaller requests (the Python client "
-            "does this for you) or use a token with a larger limit"
+            "does this for you) or use a token with a larger limit",
+            limit="size",
         )
     return cost
 
@@ -75,7 +80,8 @@ def check_cutout_bytes(limits: Limits, nbytes: int, sync_cap: int, job_hint: str
     if nbytes > cap:
         raise LimitExceeded(
             f"this cutout is {nbytes / MIB:.1f} MiB, over your synchronous cutout limit of {cap / MIB:.1f} MiB; "
-            f"use a larger stride or a smaller box, or submit it as a job: {job_hint}"
+            f"use a larger stride or a smaller box, or submit it as a job: {job_hint}",
+            limit="size",
         )
 
 
@@ -88,6 +94,11 @@ class Slot:
     max_concurrent: int
 
 
+def is_zarr_path(path: str) -> bool:
+    """A read of a dataset's zarr view (``.../zarr`` or ``.../zarr/<key>``)."""
+    return "/zarr/" in path or path.endswith("/zarr")
+
+
 def request_slot(caller: Caller, path: str) -> Slot:
     """Where the middleware counts one request of ``caller`` to ``path``.
 
@@ -98,7 +109,7 @@ def request_slot(caller: Caller, path: str) -> Slot:
     ``bytes_per_minute`` instead.
     """
     lim = caller.limits
-    if "/zarr/" in path or path.endswith("/zarr"):
+    if is_zarr_path(path):
         return Slot(
             f"{caller.key}:zarr",
             max(lim.requests_per_minute, lim.zarr_requests_per_minute),
@@ -127,6 +138,7 @@ class RateWindow:
                 raise RateLimited(
                     f"too many requests: your limit is {per_minute} per minute; retry after {wait} s",
                     retry_after=wait,
+                    limit="rate",
                 )
             tokens -= 1.0
             self._buckets[key] = (tokens, now)
@@ -147,6 +159,7 @@ class InFlight:
                 raise RateLimited(
                     f"too many concurrent requests: your limit is {limit} at once; wait for one to finish",
                     retry_after=1,
+                    limit="concurrency",
                 )
             self._count[key] = n + 1
 
@@ -188,7 +201,8 @@ class ByteBudget:
             raise LimitExceeded(
                 f"this read is {nbytes} bytes, over your budget of {per_minute} bytes per minute; ask for "
                 "a byte range (zarr reads single inner chunks of a shard that way) or use a token with a "
-                "larger bytes_per_minute"
+                "larger bytes_per_minute",
+                limit="size",
             )
         now = time.monotonic() if now is None else now
         with self._lock:
@@ -200,6 +214,7 @@ class ByteBudget:
                     f"byte budget used up: you may read {per_minute} bytes per minute and {int(left)} are "
                     f"left; this read needs {nbytes}; retry after {wait} s",
                     retry_after=wait,
+                    limit="bytes",
                 )
             left -= nbytes
             self._buckets[caller.key] = (left, now)
@@ -218,8 +233,13 @@ class ByteBudget:
             return self._served.get(caller.key, 0)
 
 
-def shared_byte_budget(holder: object) -> ByteBudget:
-    """The one :class:`ByteBudget` kept on ``holder`` (the app state), created on first use."""
+def shared_byte_budget(holder: object) -> ByteBudget | LimitBackend:
+    """The byte budget of ``holder`` (the app state): its limits back end (in-process or Redis, see
+    :mod:`labservice.limit_backends`; the same ``charge``, ``remaining`` and ``served``), or else one
+    :class:`ByteBudget` kept on it, created on first use."""
+    backend = getattr(holder, "limits_backend", None)
+    if backend is not None:
+        return backend
     budget = getattr(holder, "byte_budget", None)
     if budget is None:
         budget = ByteBudget()

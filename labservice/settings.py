@@ -7,7 +7,7 @@ not handed one, so tests pass their own.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,8 +33,16 @@ class Settings(BaseSettings):
     cache_bytes: int = Field(default=1024 * MIB, ge=0, description="Chunk cache size shared by all datasets.")
 
     # -- access --------------------------------------------------------------------------------------
+    database_url: str | None = Field(
+        default=None,
+        description="The platform database (tokens, jobs, quotas): sqlite:///path or postgresql://user@host/db. "
+        "Unset: the embedded SQLite file <data_dir>/labservice.sqlite (token_db / job_db, when set, name the "
+        "SQLite files instead). Create or migrate the schema with `labservice db upgrade`.",
+    )
     token_db: Path | None = Field(
-        default=None, description="SQLite file holding token hashes; default <data_dir>/tokens.sqlite."
+        default=None,
+        description="SQLite file holding token hashes when database_url is unset (default "
+        "<data_dir>/labservice.sqlite); with database_url set, an old tokens file `labservice db upgrade` imports.",
     )
     max_body_bytes: int = Field(default=256 * MIB, ge=1024, description="Largest request body accepted.")
     sync_cutout_bytes: int = Field(
@@ -47,6 +55,41 @@ class Settings(BaseSettings):
         default_factory=list,
         description='Browser origins allowed to call the API cross-site, e.g. ["https://lab.example.org"] '
         "(JSON in the environment); empty (the default) turns CORS off.",
+    )
+
+    # -- scaling out (several worker processes or hosts) -----------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        description="redis://host:port/db shared by every process and host: rate limits, requests in flight "
+        "and byte budgets then hold in total. Unset (the default): each process counts on its own. Required "
+        "for `labservice serve --workers N` with N > 1.",
+    )
+    redis_inflight_ttl: float = Field(
+        default=30.0, gt=1, le=3600,
+        description="Seconds after which the in-flight slots of a crashed process expire in Redis.",
+    )
+    workers: int = Field(default=1, ge=1, le=256, description="Server processes of `labservice serve`.")
+    root_path: str = Field(
+        default="", pattern=r"^(/[^/?#\s]+)*$",
+        description='The path prefix a reverse proxy serves labservice under, e.g. "/lab" (no trailing slash).',
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='IPs or CIDRs of reverse proxies, e.g. ["10.0.0.0/8"] (JSON in the environment): only when the '
+        "direct peer is one of them does X-Forwarded-For name the client for public limits.",
+    )
+
+    # -- observability (/metrics, the access log) ------------------------------------------------------
+    metrics: bool = Field(
+        default=True, description="Serve /metrics (Prometheus) and count requests: on or off."
+    )
+    access_log: bool = Field(
+        default=True, description="One JSON line per request on the logger labservice.access: on or off."
+    )
+    metrics_dir: Path | None = Field(
+        default=None,
+        description="Folder where `labservice serve` keeps the worker processes' metric files (emptied at start); "
+        "default: a new temporary folder per run, or PROMETHEUS_MULTIPROC_DIR when set.",
     )
 
     # Public (no token) limits.
@@ -94,11 +137,59 @@ class Settings(BaseSettings):
     job_ttl_days: float = Field(
         default=7.0, gt=0, description="Job outputs are deleted after this many days."
     )
+    engine: Literal["embedded", "external"] = Field(
+        default="embedded",
+        description="embedded (the default): `labservice serve` runs the job engine in its own process. external: "
+        "API processes only record and read jobs; `labservice engine` processes (one or more, any host) run them, "
+        "sharing the platform database (database_url), the scratch store and the Dask scheduler.",
+    )
+    engine_lease_seconds: float = Field(
+        default=10.0, ge=1, le=3600,
+        description="An engine's claim on a job lasts this long without a heartbeat (renewed every quarter of it); "
+        "after it, another engine takes the job over and resumes it from its committed parts.",
+    )
+    engine_poll_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often an engine looks for new jobs and for cancel requests."
+    )
+    engine_max_jobs: int = Field(default=16, ge=1, le=100_000, description="Jobs one engine runs at once.")
+    job_options: dict[str, int] = Field(
+        default_factory=dict,
+        description='Sizing of job parts, e.g. {"shard_edge": 64, "task_bytes": 16777216} (JSON in the environment): '
+        "shard_edge, chunk_edge, task_bytes, points_per_task, track_segment_steps, retries. API processes and "
+        "engines must be given the same values.",
+    )
 
     def token_db_path(self) -> Path | None:
-        """The SQLite token file in use, or None when tokens are not configured."""
+        """The SQLite file holding tokens (embedded mode), or None when tokens are not configured."""
         if self.token_db is not None:
             return self.token_db
         if self.data_dir is not None:
-            return self.data_dir / "tokens.sqlite"
+            return self.data_dir / "labservice.sqlite"
         return None
+
+    def tokens_database_url(self) -> str | None:
+        """Where tokens live: database_url, else the SQLite file of :meth:`token_db_path` (None: no tokens)."""
+        from labservice.db.connect import normalize_url
+
+        if self.database_url:
+            return normalize_url(self.database_url)
+        path = self.token_db_path()
+        return None if path is None else normalize_url(path)
+
+    def jobs_database_url(self) -> str:
+        """Where job records live: database_url, else job_db, else <data_dir or cwd>/labservice.sqlite."""
+        from labservice.db.connect import normalize_url
+
+        if self.database_url:
+            return normalize_url(self.database_url)
+        return normalize_url(self.job_db or (self.data_dir or Path.cwd()) / "labservice.sqlite")
+
+    def legacy_database_files(self) -> dict[str, Path]:
+        """The SQLite files of earlier versions that `labservice db upgrade` imports when they exist."""
+        data = self.data_dir or Path.cwd()
+        scratch = self.scratch_url or str(data / "scratch")
+        found = {
+            "tokens": self.token_db or data / "tokens.sqlite",
+            "jobs": self.job_db or (Path(scratch) / "jobs.sqlite" if "://" not in scratch else data / "jobs.sqlite"),
+        }
+        return {k: p for k, p in found.items() if p.is_file()}

@@ -42,6 +42,9 @@ class ChunkCache:
         self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
         self._nbytes = 0
         self._lock = threading.Lock()
+        # Chunks readers found here and did not, since creation (the service exports them as metrics).
+        self.hits = 0
+        self.misses = 0
 
     def get(self, key: Hashable) -> np.ndarray | None:
         with self._lock:
@@ -60,6 +63,12 @@ class ChunkCache:
                     self._items.move_to_end(key)
                 out.append(a)
             return out
+
+    def count(self, hits: int, misses: int) -> None:
+        """Add to :attr:`hits` and :attr:`misses` (readers call it once per chunk they needed)."""
+        with self._lock:
+            self.hits += hits
+            self.misses += misses
 
     def put(self, key: Hashable, value: np.ndarray) -> None:
         """Insert ``value`` (made read-only, since readers share it) and evict the oldest to fit."""
@@ -191,6 +200,8 @@ class ChunkReader:
         with self._lock:
             for k, v in inc.items():
                 self._stats[k] += v
+        if "cache_hits" in inc or "cache_misses" in inc:
+            self.cache.count(inc.get("cache_hits", 0), inc.get("cache_misses", 0))
 
     # -- chunks ------------------------------------------------------------------------------------
     def chunk(self, variable: str, t: int, index: tuple[int, int, int]) -> np.ndarray:

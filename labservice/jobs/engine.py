@@ -1,17 +1,22 @@
 """The job engine: validate, register, split into parts, run them on Dask, commit, resume, cancel, expire.
 
 :class:`JobEngine` owns a Dask client (an embedded ``LocalCluster`` of processes by default, or an existing
-scheduler), the SQLite :class:`~labservice.jobs.registry.JobRegistry` and the
-:class:`~labservice.jobs.scratch.Scratch` store. It knows no job kind by name: it looks the request's
+scheduler), the :class:`~labservice.jobs.registry.JobRegistry` and the
+:class:`~labservice.jobs.scratch.Scratch` store; the API side of it (submit, read, cancel, files) is
+:class:`~labservice.jobs.front.JobFront`, which an API process uses alone when the engine runs as its own
+service (:mod:`labservice.jobs.service`). It knows no job kind by name: it looks the request's
 kind up in :data:`labservice.jobs.kinds.KINDS` and calls its ``check``, ``accept``, ``plan``, ``run_part``
 and ``finalize``. Each job gets a monitor thread that plans it, submits all its parts as one graph,
 counts finished parts into the registry and runs the finalizer.
 
 Life of a job: ``queued`` (registered, nothing submitted) -> ``running`` (parts submitted) -> ``done`` (every
 part committed, manifest written) or ``failed`` (error text kept) or ``cancelled``; a ``done`` job becomes
-``expired`` when its time-to-live passes and its files are deleted. On :meth:`JobEngine.start` every job
-still queued or running is resubmitted; committed parts are skipped, so the job resumes where it was, and
-a job whose manifest was written before the crash is recorded done without running again.
+``expired`` when its time-to-live passes and its files are deleted. An engine runs a job under a lease
+in the database (:mod:`labservice.jobs.lease`), renewed by heartbeats; a job whose lease ran out (its
+engine died) or was released (its engine stopped) is claimed by the next engine that looks, which
+resubmits it: committed parts are skipped, so the job resumes where it was, and a job whose manifest was
+written before the crash is recorded done without running again. Several engines may run at once: they
+split the jobs by their claims.
 
 Work splits by Morton range: cutout shards are ordered by the Morton key of their shard index and cut into
 contiguous runs, points by the Morton key of their grid cell. On a multi-node cluster where workers sit
@@ -30,34 +35,22 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from pydantic import BaseModel
-
-from labservice.errors import Forbidden, InvalidInput, LabError, LimitExceeded, NotFound, QuotaExceeded
+from labservice.errors import LabError
 from labservice.jobs import parts
-from labservice.jobs.kinds import JobContext, kind_of, parse_request
+from labservice.jobs.front import MIB, JobFront, JobLimits
+from labservice.jobs.kinds import kind_of, parse_request
+from labservice.jobs.lease import LeaseLoop, new_engine_id
 from labservice.jobs.parts import MANIFEST, PARTS, WORK
-from labservice.jobs.registry import ACTIVE, FINAL, JobRecord, JobRegistry
-from labservice.jobs.scratch import Scratch
+from labservice.jobs.registry import ACTIVE
+
+__all__ = ["JobEngine", "JobLimits"]
 
 log = logging.getLogger("labservice.jobs")
-DAY = 86400.0
-MIB = 1 << 20
 RETRY_DRAIN_SECONDS = 120.0  # a resumed job waits this long at most for the killed attempt's tasks
-
-
-@dataclass(frozen=True)
-class JobLimits:
-    """The job part of a caller's limits (``labservice.limits.Limits`` has the same field names)."""
-
-    jobs_allowed: bool = True
-    max_running_jobs: int = 4
-    scratch_bytes: int = 64 << 30
-    max_job_bytes: int = 16 << 30
 
 
 @dataclass
@@ -67,18 +60,17 @@ class _Live:
     thread: threading.Thread
     futures: list[Any]
     session: str
+    stop: threading.Event = field(default_factory=threading.Event)  # lease lost or cancelled: stop
+    cancelling: bool = False
 
 
-# -- the engine ------------------------------------------------------------------------------------
-
-
-class JobEngine:
-    """Runs batch jobs on a Dask cluster and keeps their state in SQLite.
+class JobEngine(JobFront):
+    """Runs batch jobs on a Dask cluster and keeps their state in the job registry.
 
     Parameters
     ----------
     registry_path
-        SQLite file of the job registry.
+        The job registry (SQLite file or database URL).
     scratch_url, scratch_options
         Where results go (local path or fsspec URL) and its fsspec options.
     scheduler
@@ -102,6 +94,14 @@ class JobEngine:
         Dask retries of a failed task (on top of the task's own storage retries).
     sweep_seconds
         Period of the expiry sweeper.
+    lease_seconds
+        How long a claim on a job lasts without a heartbeat; another engine takes the job over after it.
+    poll_seconds
+        How often the engine looks for cancels and for jobs to claim.
+    max_jobs
+        Jobs this engine runs at once; more stay queued for it or another engine.
+    engine_id
+        This engine's name in the database (default: host-pid-random).
     """
 
     def __init__(
@@ -123,41 +123,37 @@ class JobEngine:
         track_segment_steps: int | None = None,
         retries: int = 3,
         sweep_seconds: float = 60.0,
+        lease_seconds: float = 10.0,
+        poll_seconds: float = 0.5,
+        max_jobs: int = 16,
+        engine_id: str | None = None,
     ) -> None:
-        self.registry = JobRegistry(registry_path)
-        self.scratch = Scratch(scratch_url, scratch_options)
+        super().__init__(
+            registry_path, scratch_url, scratch_options, resolve_dataset, resolve_simulation, ttl_days,
+            shard_edge, chunk_edge, task_bytes, points_per_task, track_segment_steps, lease_seconds,
+        )  # fmt: skip
         self.scheduler = scheduler
-        self.resolve_dataset = resolve_dataset or (lambda ds: (ds, None))
-        self.resolve_simulation = resolve_simulation
         self.n_workers, self.threads_per_worker, self.worker_memory = (
             n_workers,
             threads_per_worker,
             worker_memory,
         )
-        self.ttl = ttl_days * DAY
-        self.shard_edge, self.chunk_edge = shard_edge, chunk_edge
-        self.task_bytes, self.points_per_task = task_bytes, points_per_task
-        self.track_segment_steps = track_segment_steps
         self.retries = retries
         self.sweep_seconds = sweep_seconds
+        self.poll_seconds, self.max_jobs = poll_seconds, max_jobs
+        self.engine_id = engine_id or new_engine_id()
         self.client: Any = None
         self.cluster: Any = None
         self._live: dict[str, _Live] = {}
         self._lock = threading.Lock()
+        self._claim_lock = threading.Lock()
         self._stopping = threading.Event()
         self._sweeper: threading.Thread | None = None
-
-    @property
-    def context(self) -> JobContext:
-        """What the job kinds may use while they check and plan."""
-        return JobContext(
-            self.scratch, self.resolve_dataset, self.resolve_simulation, self.shard_edge, self.chunk_edge,
-            self.task_bytes, self.points_per_task, self.track_segment_steps,
-        )  # fmt: skip
+        self._leaser: LeaseLoop | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> JobEngine:
-        """Connect to (or start) the cluster, resume unfinished jobs and start the sweeper."""
+        """Connect to (or start) the cluster, start claiming jobs (unfinished ones resume) and the sweeper."""
         from distributed import Client, LocalCluster
 
         self._stopping.clear()
@@ -174,18 +170,25 @@ class JobEngine:
             )
             self.client = Client(self.cluster, set_as_default=False)
         for rec in self.registry.list(statuses=("cancelled", "failed")):
-            if rec.finished and time.time() - rec.finished < self.ttl:
+            held = rec.engine_id and (rec.lease_expires or 0.0) >= time.time()  # its engine cleans up
+            if rec.finished and time.time() - rec.finished < self.ttl and not held:
                 self.scratch.delete(rec.id)  # a crash during cancel may have left parts behind
-        for rec in self.registry.list(statuses=ACTIVE):
-            log.info("resuming job %s (%s)", rec.id, rec.status)
-            self._launch(rec.id)
+        self._claim()  # jobs left queued or running by a stopped engine resume now, before the first poll
+        self._leaser = LeaseLoop(
+            self.leases, self.engine_id, self._held, self._lost, self._cancel_requested, self._claim,
+            self._stopping, self.poll_seconds,
+        )  # fmt: skip
+        self._leaser.start()
         self._sweeper = threading.Thread(target=self._sweep_loop, name="labservice-job-sweeper", daemon=True)
         self._sweeper.start()
         return self
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop monitoring and close the cluster. Running jobs stay ``running`` and resume on next start."""
+        """Stop running jobs here and close the cluster. Their leases are released: they stay ``running``
+        and resume at once on another engine, or on this one at its next start."""
         self._stopping.set()
+        if self._leaser is not None:
+            self._leaser.join(timeout)
         with self._lock:
             live = list(self._live.values())
         for item in live:
@@ -201,145 +204,102 @@ class JobEngine:
     def __enter__(self) -> JobEngine:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    # -- the public calls --------------------------------------------------------------------------
-    def submit(
-        self,
-        owner: str | None,
-        request: dict[str, Any] | BaseModel,
-        points: np.ndarray | None = None,
-        limits: Any = None,
-    ) -> JobRecord:
-        """Validate, check quotas, register and start a job. Returns its record (status ``queued``).
-
-        Raises
-        ------
-        Forbidden
-            Public callers and tokens without jobs.
-        InvalidInput, NotFound, OutOfDomain
-            For a bad request (checked against the dataset's metadata before anything runs).
-        LimitExceeded
-            When the job's output is larger than ``limits.max_job_bytes``.
-        QuotaExceeded
-            When the owner already runs ``max_running_jobs`` or would pass ``scratch_bytes``.
-        """
-        lim = limits if limits is not None else JobLimits()
-        if owner is None or not lim.jobs_allowed:
-            raise Forbidden("batch jobs need a registered token that allows jobs; ask the operator for one")
-        req = parse_request(request)
-        kind = kind_of(req)
-        pts = _check_points(req.kind, kind.takes_points, points)
-        nbytes = kind.check(self.context, req, pts)
-        if nbytes > lim.max_job_bytes:
-            raise LimitExceeded(
-                f"this job would write {nbytes / MIB:.1f} MiB, over your job size cap of "
-                f"{lim.max_job_bytes / MIB:.1f} MiB; use a larger stride, fewer times or split it"
-            )
-        params = req.model_dump(mode="json")
-        rec, reason = self.registry.insert_if_within(
-            owner, req.kind, params, nbytes, lim.max_running_jobs, lim.scratch_bytes
-        )
-        if rec is None:
-            active, used = self.registry.usage(owner)
-            if reason == "jobs":
-                raise QuotaExceeded(
-                    f"you already have {active} jobs queued or running, your limit is {lim.max_running_jobs}; "
-                    "wait for one to finish or cancel one"
-                )
-            raise QuotaExceeded(
-                f"this job needs {nbytes / MIB:.1f} MiB of scratch but you hold {used / MIB:.1f} MiB of "
-                f"{lim.scratch_bytes / MIB:.1f} MiB; delete finished jobs (DELETE /api/v1/jobs/{{id}}) first"
-            )
-        try:
-            kind.accept(self.context, rec.id, req, pts)
-        except Exception as exc:
-            self.registry.end(rec.id, "failed", parts.describe(exc))
-            raise
-        self._launch(rec.id)
-        return rec
-
-    def get(self, owner: str | None, job_id: str) -> JobRecord:
-        """A job of this owner; NotFound for unknown ids and for other owners' jobs alike."""
-        rec = self.registry.get(job_id)
-        if rec is None or owner is None or rec.owner != owner:
-            raise NotFound(f"no job {job_id!r} among your jobs; GET /api/v1/jobs lists them")
-        return rec
-
-    def list(self, owner: str | None) -> list[JobRecord]:
-        return [] if owner is None else self.registry.list(owner)
-
-    def cancel(self, owner: str | None, job_id: str, timeout: float = 30.0) -> JobRecord:
-        """Cancel a queued or running job, stop its tasks and delete its output.
-
-        On a finished job, deletes its files (a done job becomes ``expired``). Idempotent.
-        """
-        rec = self.get(owner, job_id)
-        if rec.status in ACTIVE:
-            self.registry.end(job_id, "cancelled", "cancelled by its owner")
-            self.scratch.tombstone(job_id)  # stragglers check it before every write
-            with self._lock:
-                live = self._live.get(job_id)
-            if live is not None and self.client is not None:
-                self.client.cancel(live.futures, force=True)
-                self._drain(job_id, timeout)
-        elif rec.status == "done":
-            self.registry.end(job_id, "expired", "deleted by its owner", from_statuses=("done",))
-        self._delete_all(job_id)
-        return self.get(owner, job_id)
-
-    def _delete_all(self, job_id: str, rounds: int = 5) -> None:
-        """Delete the job's prefix until it stays empty (a write racing the delete is caught next round)."""
-        for _ in range(rounds):
-            try:
-                self.scratch.delete(job_id)
-            except LabError:
-                pass  # e.g. "directory not empty" when a file appeared mid-delete: go round again
-            time.sleep(0.2)
-            if not self.scratch.list(job_id):
+    # -- claims, leases and cancels ----------------------------------------------------------------
+    def _accepted(self, job_id: str, holder: str) -> None:
+        """Run a new job here at once when there is room; else put it in the queue for any engine."""
+        with self._claim_lock:
+            room = not self._stopping.is_set() and self.client is not None and len(self._live) < self.max_jobs
+            if room and self.leases.claim(job_id, self.engine_id):  # ours: from the hold to a lease
+                self._launch(job_id)
                 return
-        self.scratch.delete(job_id)
+        self._let_go(job_id, holder)
 
-    def wait(self, job_id: str, timeout: float = 300.0, poll: float = 0.2) -> JobRecord:
-        """Block until the job is in a final state; TimeoutError after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
-        while True:
-            rec = self.registry.get(job_id)
-            if rec is None:
-                raise NotFound(f"no job {job_id!r}")
-            if rec.status in FINAL:
-                return rec
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"job {job_id} still {rec.status} ({rec.done}/{rec.total}) after {timeout} s"
-                )
-            time.sleep(poll)
+    def _claim(self) -> None:
+        """Claim queued jobs and jobs whose engine died, up to ``max_jobs`` running here."""
+        with self._claim_lock:
+            if self._stopping.is_set():
+                return
+            for rec in self.leases.claim_next(self.engine_id, self.max_jobs - len(self._live)):
+                if rec.id in self._live:
+                    continue  # ours already (a claim racing a submit)
+                log.info("resuming job %s (%s)" if rec.status == "running" else "starting job %s (%s)",
+                         rec.id, rec.status)  # fmt: skip
+                self._launch(rec.id)
 
-    def file_entry(self, owner: str | None, job_id: str, name: str) -> dict[str, Any]:
-        """The file entry a download may serve: a listed result, or an object inside a listed zarr."""
-        rec = self.get(owner, job_id)
-        if rec.status != "done":
-            raise NotFound(f"job {job_id} is {rec.status}; files can be downloaded once it is done")
-        for f in rec.files:
-            if f["name"] == name:
-                return f
-            if f.get("format") == "zarr" and name.startswith(f["name"] + "/") and ".tmp-" not in name:
-                return {"name": name, "size": self.scratch.size(job_id, name)}
-        raise NotFound(f"job {job_id} has no file {name!r}; it has {', '.join(f['name'] for f in rec.files)}")
+    def _held(self) -> list[str]:
+        with self._lock:
+            return list(self._live)
 
-    def sweep(self, now: float | None = None) -> list[str]:
-        """Expire done jobs past their time-to-live: delete their files, mark them ``expired``."""
-        gone = []
-        for rec in self.registry.expired(now):
-            self.scratch.delete(rec.id)
-            if self.registry.end(rec.id, "expired", None, from_statuses=("done",)):
-                gone.append(rec.id)
-        return gone
+    def _lost(self, job_id: str) -> None:
+        """Our lease on a job is gone: it was cancelled, or another engine took it over."""
+        rec = self.registry.get(job_id)
+        if rec is not None and rec.status == "cancelled":
+            self._cancel_requested(job_id)
+            return
+        with self._lock:
+            live = self._live.get(job_id)
+        if live is None:
+            return
+        log.warning("job %s: lease lost (now %s); stopping its tasks here", job_id, rec and rec.status)
+        live.stop.set()
+        if self.client is not None and live.futures:
+            self.client.cancel(live.futures, force=True)
+
+    def _cancel_requested(self, job_id: str) -> None:
+        """Cancel a job this engine runs, whichever process received the cancel (in a thread of its own)."""
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is None or live.cancelling:
+                return
+            live.cancelling = True
+        log.info("job %s: cancel requested; stopping its tasks", job_id)
+        threading.Thread(
+            target=self._cancel_here, args=(job_id, live, 30.0), name=f"labservice-cancel-{job_id}",
+            daemon=True,
+        ).start()
+
+    def _cancel_here(self, job_id: str, live: _Live, timeout: float) -> None:
+        try:
+            self.registry.end(job_id, "cancelled", "cancelled by its owner")  # done already by the API
+            self.scratch.tombstone(job_id)
+            self._stop_live(job_id, live, timeout)
+            self._delete_all(job_id)
+        except Exception:  # the start-up clean-up of a later engine deletes what is left
+            log.exception("job %s: clean-up after cancel failed", job_id)
+        finally:
+            self.leases.release(job_id, self.engine_id)
+
+    def cancel(self, owner: str | None, job_id: str, timeout: float = 30.0) -> Any:
+        try:
+            return super().cancel(owner, job_id, timeout)
+        finally:
+            self.leases.release(job_id, self.engine_id)  # if it was ours: cancelled and cleaned up now
+
+    def _stop_here(self, job_id: str, timeout: float) -> bool:
+        with self._lock:
+            live = self._live.get(job_id)
+            if live is not None:
+                live.cancelling = True
+        if live is None:
+            return False
+        self._stop_live(job_id, live, timeout)
+        return True
+
+    def _stop_live(self, job_id: str, live: _Live, timeout: float) -> None:
+        live.stop.set()
+        if self.client is not None:
+            self.client.cancel(live.futures, force=True)
+            self._drain(job_id, timeout)
+
+    def _ours(self, job_id: str) -> bool:
+        """Whether we still hold the job's lease (checked before the steps a stale engine must not take)."""
+        return job_id in self.leases.heartbeat(self.engine_id, [job_id])
 
     # -- running -----------------------------------------------------------------------------------
     def _launch(self, job_id: str) -> None:
         session = uuid.uuid4().hex[:8]
+        if self._stopping.is_set():
+            return
         thread = threading.Thread(
             target=self._run, args=(job_id, session), name=f"labservice-job-{job_id}", daemon=True
         )
@@ -348,21 +308,34 @@ class JobEngine:
         thread.start()
 
     def _run(self, job_id: str, session: str) -> None:
+        with self._lock:
+            stop = self._live[job_id].stop
         try:
-            self._run_job(job_id, session)
+            self._run_job(job_id, session, stop)
         except CancelledError:
             pass  # a future was cancelled between its status check and its result: cancel() cleans up
         except Exception as exc:  # the job fails with the reason; the service keeps going
-            if not self._stopping.is_set():
+            if self._stopping.is_set() or stop.is_set():
+                pass  # stopped on purpose: the job resumes on the engine that holds it next
+            elif _database_down(exc):
+                log.warning("job %s: the database is unreachable (%s); it resumes when its lease expires",
+                            job_id, exc)  # fmt: skip
+            else:
                 log.exception("job %s failed", job_id)
                 self._fail(job_id, exc)
         finally:
             with self._lock:
                 live = self._live.get(job_id)
-                if live is not None and live.session == session:
+                mine = live is not None and live.session == session
+                if mine:
                     del self._live[job_id]
+            if mine and not live.cancelling:  # type: ignore[union-attr]  # a cancel releases when it is done
+                try:
+                    self.leases.release(job_id, self.engine_id)
+                except Exception:  # the lease then expires on its own
+                    log.warning("job %s: could not release its lease; it expires by itself", job_id)
 
-    def _run_job(self, job_id: str, session: str) -> None:
+    def _run_job(self, job_id: str, session: str, stop: threading.Event) -> None:
         from distributed import as_completed
 
         rec = self.registry.get(job_id)
@@ -390,9 +363,12 @@ class JobEngine:
             live = self._live.get(job_id)
             if live is not None:
                 live.futures = futures
+        if stop.is_set():  # cancelled while the graph was on its way
+            self.client.cancel(futures, force=True)
+            return
         completed, done, records = as_completed(futures, loop=self.client.loop, raise_errors=False), 0, []
         while not completed.is_empty():
-            finished = self._next_batch(completed)
+            finished = self._next_batch(completed, stop)
             if finished is None:
                 return
             for fut in finished:
@@ -407,9 +383,10 @@ class JobEngine:
                 records.append(fut.result())
                 done += 1
             if finished:
-                self.registry.progress(job_id, done)
-        if self.registry.get(job_id).status != "running":  # type: ignore[union-attr]
-            return
+                self._progress(job_id, done)
+        rec_now = self.registry.get(job_id)
+        if rec_now is None or rec_now.status != "running" or not self._ours(job_id):
+            return  # cancelled, or taken over by another engine: not ours to finalize
         if rec.attempts > 0:  # counted before this attempt's start()
             # Tasks of the killed attempt may still run on the workers (their client died, not the calls);
             # wait them out so none writes a shard or a part record after finalize and the clean-up.
@@ -427,9 +404,9 @@ class JobEngine:
         with self._lock:
             if job_id in self._live:
                 self._live[job_id].futures = [fin]
-        if self._next_batch(as_completed([fin], loop=self.client.loop, raise_errors=False)) is None:
+        if self._next_batch(as_completed([fin], loop=self.client.loop, raise_errors=False), stop) is None:
             return
-        if fin.status == "cancelled":
+        if fin.status == "cancelled" or not self._ours(job_id):
             return
         self._finish(job_id, fin.result())
 
@@ -440,7 +417,9 @@ class JobEngine:
         self.scratch.delete(job_id, WORK)
         nbytes = sum(f["size"] for f in files)
         if not self.registry.finish(job_id, files, nbytes, time.time() + self.ttl):
-            self.scratch.delete(job_id)  # cancelled while finishing: leave nothing behind
+            rec = self.registry.get(job_id)
+            if rec is None or rec.status != "done":  # done: another engine finished it, keep its files
+                self.scratch.delete(job_id)  # cancelled while finishing: leave nothing behind
 
     def _finish_from_manifest(self, job_id: str) -> bool:
         """Record a job done whose finalizer already wrote the manifest (an attempt died after it)."""
@@ -452,15 +431,25 @@ class JobEngine:
         self._finish(job_id, [*manifest["files"], entry])
         return True
 
-    def _next_batch(self, completed: Any) -> list[Any] | None:
-        """Futures finished so far (waiting for at least one), or None when the engine is stopping."""
-        while not self._stopping.is_set():
+    def _progress(self, job_id: str, done: int) -> None:
+        try:
+            self.registry.progress(job_id, done)
+        except Exception as exc:  # progress is advisory: a database blip must not fail the job
+            if not _database_down(exc):
+                raise
+            log.warning("job %s: progress not recorded (%s)", job_id, exc)
+
+    def _next_batch(self, completed: Any, stop: threading.Event) -> list[Any] | None:
+        """Futures finished so far (waiting for at least one), or None when the engine or the job stops."""
+        while not self._stopping.is_set() and not stop.is_set():
             if completed.has_ready():
                 return list(completed.next_batch(block=False))
             time.sleep(0.05)
         return None
 
     def _fail(self, job_id: str, exc: BaseException) -> None:
+        if not self._ours(job_id):
+            return  # cancelled, or taken over by another engine: not ours to fail
         if self.registry.end(job_id, "failed", parts.describe(exc)):
             try:
                 self.scratch.delete(job_id)
@@ -490,17 +479,9 @@ class JobEngine:
                 log.exception("expiry sweep failed")
 
 
-def _check_points(kind: str, takes_points: bool, points: Any) -> np.ndarray | None:
-    """The job's (N, 3) points, for the kinds that take them; refuses points a kind does not take."""
-    if not takes_points:
-        if points is not None:
-            raise InvalidInput(f"{kind} jobs take no points; remove them")
-        return None
-    if points is None:
-        raise InvalidInput(f"{kind} jobs need points: an (N, 3) array of x, y, z")
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3 or len(pts) == 0:
-        raise InvalidInput(f"points must have shape (N, 3) with N >= 1; got {pts.shape}")
-    if not np.all(np.isfinite(pts)):
-        raise InvalidInput("points must be finite numbers; remove NaN and infinite values")
-    return pts
+def _database_down(exc: BaseException) -> bool:
+    """Whether an error says the platform database cannot be reached (a blip, not the job's fault)."""
+    from labservice import errors
+
+    down = getattr(errors, "DatabaseUnavailable", None)
+    return down is not None and isinstance(exc, down)

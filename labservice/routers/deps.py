@@ -126,7 +126,7 @@ class RequestLimits:
 
     def points(self, npoints: int, ntimes: int = 1) -> None:
         """Points x times within the caller's points_per_request."""
-        self.request.state.cost = check_points(self.caller.limits, npoints, ntimes)
+        self.request.state.cost = self.request.state.points = check_points(self.caller.limits, npoints, ntimes)
 
     def cutout(self, nbytes: int, hint: str, cost: int | None = None) -> None:
         """A synchronous read of ``nbytes`` within :attr:`cutout_cap`; ``hint`` says what to do instead."""

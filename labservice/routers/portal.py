@@ -62,6 +62,7 @@ def _page(request: Request, template: str, status_code: int = 200, **context: An
     context.setdefault("title", "labservice")
     context["version"] = __version__
     context["base_url"] = str(request.base_url).rstrip("/")
+    context["root"] = request.scope.get("root_path", "")  # the links follow `serve --root-path`
     return TEMPLATES.TemplateResponse(
         request, template, context, status_code=status_code, headers=SECURITY_HEADERS
     )

@@ -41,8 +41,8 @@ from labservice.storage import zarr_view
 
 router = APIRouter(tags=["zarr"])
 
-_CACHE_CONTROL_DOC = "public, max-age=60"
-_CACHE_CONTROL_DATA = "public, max-age=3600"
+_CACHE_CONTROL_DOC = "max-age=60"
+_CACHE_CONTROL_DATA = "max-age=3600"
 
 RECENT_READS = 1024  # shard reads remembered per dataset (all callers), for zarr-stats
 
@@ -96,7 +96,8 @@ def _budget_headers(budget: ByteBudget, caller: Caller, left: int | None = None)
 
 
 def caller_with_query_token(request: Request, caller: CallerDep) -> Caller:
-    """The caller, also from ``?token=`` (the limits middleware reads only the Authorization header)."""
+    """The caller, also from ``?token=``: the limits middleware resolves it already (so the read counts in
+    the token's buckets); this covers an app mounted without that middleware."""
     token = request.query_params.get("token")
     if not token or caller.token_id is not None:
         return caller
@@ -148,7 +149,10 @@ async def zarr_key(dataset_id: str, ds: DatasetDep, key: str, request: Request, 
     counters = _counters(request)
     budget = shared_byte_budget(request.app.state)
     counters.count_request(dataset_id)
-    cache_control = _CACHE_CONTROL_DATA if obj.kind == "stored" else _CACHE_CONTROL_DOC
+    # A token's answers are private: a shared cache or CDN must not hand them to others (nor let the
+    # same bytes be fetched again past the token's byte budget). Public answers may be shared.
+    scope = "private" if caller.token_id is not None else "public"
+    cache_control = f"{scope}, {_CACHE_CONTROL_DATA if obj.kind == 'stored' else _CACHE_CONTROL_DOC}"
     headers = {"ETag": f'"{obj.etag}"', "Cache-Control": cache_control, "Accept-Ranges": "bytes",
                **_budget_headers(budget, caller)}
     inm = request.headers.get("if-none-match")

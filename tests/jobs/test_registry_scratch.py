@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+import labservice.db
 from labservice.errors import InvalidInput, NotFound
 from labservice.jobs.registry import JobRegistry
 from labservice.jobs.scratch import Scratch
@@ -32,8 +33,18 @@ def test_registry_is_wal_and_follows_the_lifecycle(tmp_path):
     assert pub["status"] == "cancelled" and pub["error"] == "by owner" and pub["finished"].endswith("Z")
 
 
-def test_registry_quota_check_is_atomic_across_threads(tmp_path):
-    reg = JobRegistry(tmp_path / "jobs.sqlite")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_where(request, tmp_path):
+    """The embedded SQLite file, or a fresh database on the test PostgreSQL server (tests/plugin/postgres.py)."""
+    if request.param == "sqlite":
+        return tmp_path / "jobs.sqlite"
+    url = request.getfixturevalue("postgres_url")
+    labservice.db.upgrade(url)
+    return url
+
+
+def test_registry_quota_check_is_atomic_across_threads(registry_where):
+    reg = JobRegistry(registry_where)
     results: list[str] = []
     lock = threading.Lock()
 

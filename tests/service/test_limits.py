@@ -7,6 +7,7 @@ import pytest
 
 from labservice.errors import LimitExceeded, RateLimited, Unauthorized
 from labservice.limits import InFlight, Limits, RateWindow, check_points
+from labservice.middleware import client_address, parse_networks, query_token
 from labservice.tokens import TokenStore
 
 PTS = [[0.1, 0.2, 0.3]]
@@ -97,3 +98,36 @@ def test_check_points_cost() -> None:
     assert check_points(Limits(points_per_request=10), 5, 2) == 10
     with pytest.raises(LimitExceeded, match="5 points x 3 times = 15"):
         check_points(Limits(points_per_request=10), 5, 3)
+
+
+def test_zarr_reads_with_query_token_count_in_the_token_bucket(http: httpx.Client, tokens: TokenStore) -> None:
+    # The limits middleware resolves ?token= itself: such reads are the token's, not the public bucket's.
+    _, token = tokens.create("zarrq", Limits(requests_per_minute=3, zarr_requests_per_minute=3))
+    codes = []
+    for _ in range(4):
+        r = http.get("/datasets/periodic16/zarr/zarr.json", params={"token": token})
+        codes.append(r.status_code)
+        if r.status_code == 200:
+            assert r.headers["x-lab-caller"] == "zarrq" and r.headers["x-ratelimit-limit"] == "3"
+    assert codes == [200, 200, 200, 429]
+    assert http.get("/datasets/periodic16/zarr/zarr.json").status_code == 200  # the public bucket is untouched
+    bad = http.get("/datasets/periodic16/zarr/zarr.json", params={"token": "lab_nothere_xyz"})
+    assert bad.status_code == 401
+
+
+def test_query_token_is_read_only_on_the_zarr_view() -> None:
+    assert query_token("/api/v1/datasets/d/zarr/x/c/0", b"token=lab_a_b") == "lab_a_b"
+    assert query_token("/api/v1/datasets/d/zarr-stats", b"a=1&token=lab_a_b") == "lab_a_b"
+    assert query_token("/api/v1/datasets/d/points", b"token=lab_a_b") is None
+
+
+def test_forwarded_for_is_read_from_trusted_proxies_only() -> None:
+    trusted = parse_networks(["127.0.0.1", "10.0.0.0/8"])
+    assert client_address("127.0.0.1", "203.0.113.9", trusted) == "203.0.113.9"
+    # The left hops are whatever the client wrote; the nearest untrusted hop is the one our proxy saw.
+    assert client_address("127.0.0.1", "1.1.1.1, 203.0.113.9, 10.1.2.3", trusted) == "203.0.113.9"
+    assert client_address("198.51.100.7", "203.0.113.9", trusted) == "198.51.100.7"  # peer not a proxy
+    assert client_address("127.0.0.1", "not-an-ip", trusted) == "127.0.0.1"
+    assert client_address("127.0.0.1", None, trusted) == "127.0.0.1"
+    with pytest.raises(ValueError, match="trusted_proxies"):
+        parse_networks(["10.0.0.0/33"])

@@ -1,9 +1,13 @@
 // Shared by every portal page: the browser's token, API calls with the server's error message, downloads.
 "use strict";
 
+// The path prefix the portal is served under (`labservice serve --root-path`), from the page's <meta>.
+const LAB_ROOT = (document.querySelector('meta[name="lab-root"]') || { content: "" }).content || "";
+
 const Lab = {
   TOKEN_KEY: "labservice.token",
-  API: "/api/v1",
+  ROOT: LAB_ROOT,
+  API: LAB_ROOT + "/api/v1",
 
   token() {
     try { return localStorage.getItem(this.TOKEN_KEY) || ""; } catch (e) { return ""; }

@@ -87,7 +87,7 @@ document.addEventListener("DOMContentLoaded", () => {
     const box = el("cutout-status");
     box.replaceChildren(document.createTextNode("Job " + job.id + " is " + job.status + ". Follow it on "));
     const a = document.createElement("a");
-    a.href = "/jobs";
+    a.href = Lab.ROOT + "/jobs";
     a.id = "job-link";
     a.textContent = "My jobs";
     box.append(a, document.createTextNode("."));

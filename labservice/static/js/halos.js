@@ -41,7 +41,7 @@ document.addEventListener("DOMContentLoaded", () => {
           const td = document.createElement("td");
           if (c === "id") {
             const a = document.createElement("a");
-            a.href = "/datasets/" + encodeURIComponent(sim) + "/halos/" + r.id;
+            a.href = Lab.ROOT + "/datasets/" + encodeURIComponent(sim) + "/halos/" + r.id;
             a.textContent = String(r.id);
             td.appendChild(a);
           } else {

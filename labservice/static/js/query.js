@@ -163,7 +163,7 @@ document.addEventListener("DOMContentLoaded", () => {
       values: last.request.points.map((p, i) => flatRow(last.response.values[i])),
     };
     try {
-      const response = await Lab.fetch("/export/points.h5", {
+      const response = await Lab.fetch(Lab.ROOT + "/export/points.h5", {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(table),
       });
       Lab.saveBlob(await response.blob(), Lab.filenameOf(response, datasetId + ".h5"));
