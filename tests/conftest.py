@@ -10,4 +10,6 @@ pytest_plugins = [
     "tests.plugin.stack",
     "tests.plugin.s3",
     "tests.plugin.dask",
+    "tests.plugin.counting",
+    "tests.plugin.cli",
 ]
