@@ -12,6 +12,7 @@ opens a dataset lazily (see :mod:`labclient.xarray_backend`, imported on first u
 
 from typing import Any
 
+from labclient.aio import AsyncLab
 from labclient.dataset import RemoteDataset
 from labclient.errors import (
     AuthError,
@@ -23,7 +24,6 @@ from labclient.errors import (
     RateLimitError,
     ServerError,
 )
-from labclient.aio import AsyncLab
 from labclient.lab import Lab
 
 __version__ = "0.1.0"
