@@ -58,7 +58,6 @@ def read_bytes(zs: Any, key: str, rng: tuple[int, int] | None = None) -> bytes |
 def size_and_stamp(zs: Any, key: str) -> tuple[int, str] | None:
     """(size, version stamp) of a stored object, None when absent."""
     from zarr.core.sync import sync
-
     from zarr.storage import LocalStore
 
     if isinstance(zs, LocalStore):  # local: stat gives size and mtime in one call

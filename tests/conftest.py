@@ -12,4 +12,6 @@ pytest_plugins = [
     "tests.plugin.dask",
     "tests.plugin.redis",
     "tests.plugin.postgres",
+    "tests.plugin.counting",
+    "tests.plugin.cli",
 ]

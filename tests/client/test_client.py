@@ -65,10 +65,10 @@ def test_server_errors_carry_the_detail(server) -> None:
 def test_connection_failures_are_retried_then_raised() -> None:
     (port,) = free_ports(1)  # a port nobody listens on
     lab = Lab(f"http://127.0.0.1:{port}", retries=2, backoff=0.01)
-    t0 = time.monotonic()
     with pytest.raises(ConnectionFailed, match="3 attempts"):
         lab.datasets()
-    assert time.monotonic() - t0 >= 0.03  # waited 0.01 + 0.02 between attempts
+    # The waits are full jitter now (issue 22): their shape is checked in
+    # test_retries.py::test_waits_are_full_jitter_and_obey_retry_after.
 
 
 def test_rate_limit_is_retried_after_retry_after(server, tokens) -> None:

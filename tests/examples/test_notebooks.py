@@ -26,6 +26,7 @@ EXPECTED = [
     "04_cosmology",
     "05_big_work_as_a_job",
     "06_porting_jhtdb",
+    "07_jhtdb_channel",
 ]
 # What a notebook may import: the thin client, the four scientific libraries, and a little standard library.
 ALLOWED_IMPORTS = {"labclient", "numpy", "matplotlib", "xarray", "pandas", "os", "tempfile", "pathlib"}

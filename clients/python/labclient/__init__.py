@@ -12,6 +12,7 @@ opens a dataset lazily (see :mod:`labclient.xarray_backend`, imported on first u
 
 from typing import Any
 
+from labclient.aio import AsyncLab
 from labclient.dataset import RemoteDataset
 from labclient.errors import (
     AuthError,
@@ -27,6 +28,7 @@ from labclient.lab import Lab
 
 __version__ = "0.1.0"
 __all__ = [
+    "AsyncLab",
     "AuthError",
     "ConnectionFailed",
     "InvalidRequest",
@@ -45,8 +47,8 @@ _XARRAY_NAMES = ("open_labservice", "LabserviceAccessor", "LabserviceBackendEntr
 def __getattr__(name: str) -> Any:
     # The xarray engine and the ds.labservice accessor load only when asked for.
     if name == "xarray_backend" or name in _XARRAY_NAMES:
-        import importlib
+        from labclient._extras import require
 
-        module = importlib.import_module("labclient.xarray_backend")
+        module = require("labclient.xarray_backend", f"labclient.{name}")
         return module if name == "xarray_backend" else getattr(module, name)
     raise AttributeError(f"module 'labclient' has no attribute {name!r}")

@@ -31,12 +31,15 @@ if TYPE_CHECKING:
 
 def _frame(payload: dict[str, Any]) -> pd.DataFrame:
     """A msgpack table ``{columns, data: {col: array or list}}`` as a DataFrame (columns in order)."""
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover - depends on the installation
-        raise ImportError("tables need pandas: pip install 'labservice-client[all]'") from None
-    data = {c: np.asarray(payload["data"][c]) if isinstance(payload["data"][c], np.ndarray) else payload["data"][c]
-            for c in payload["columns"]}
+    from labclient._extras import require
+
+    pd = require("pandas", "tables")
+    data = {
+        c: np.asarray(payload["data"][c])
+        if isinstance(payload["data"][c], np.ndarray)
+        else payload["data"][c]
+        for c in payload["columns"]
+    }
     return pd.DataFrame(data, columns=payload["columns"])
 
 
@@ -112,8 +115,12 @@ class RemoteSimulation:
             ``mass__gt=1e13``, ``n_particles__ge=50``, ``fof_rank=0``: operators gt, lt, ge, le, eq, ne.
         """
         params = {
-            "near": _join(near), "box": _join(box), "order_by": _join(order_by), "limit": int(limit),
-            "offset": int(offset), "fields": _join(fields),
+            "near": _join(near),
+            "box": _join(box),
+            "order_by": _join(order_by),
+            "limit": int(limit),
+            "offset": int(offset),
+            "fields": _join(fields),
         }
         for key, value in filters.items():
             if key in params:
@@ -132,7 +139,9 @@ class RemoteSimulation:
         asks for the first rows; ``df.attrs["truncated"]`` then says whether rows were cut.
         """
         params = {"format": "msgpack", "truncate": "true" if truncate else "false"}
-        payload = self.lab.transport.call("POST", self._base + "/sql", body={"sql": query}, params=params)
+        payload = self.lab.transport.call(
+            "POST", self._base + "/sql", body={"sql": query}, params=params, idempotent=True
+        )
         frame = _frame(payload)
         frame.attrs["truncated"] = bool(payload.get("truncated", False))
         return frame
@@ -153,17 +162,22 @@ class RemoteHalo:
     def info(self) -> dict[str, Any]:
         """Every catalog and tree column of the halo (fetched once)."""
         if self._info is None:
-            self._info = self.sim.lab.transport.call("GET", f"{self.sim._base}/halos/{self.id}", binary=False)["halo"]
+            self._info = self.sim.lab.transport.call(
+                "GET", f"{self.sim._base}/halos/{self.id}", binary=False
+            )["halo"]
         return self._info
 
     @property
     def snap(self) -> int:
         return int(self.info["snap"])
 
-    def tree(self, kind: str = "main-branch", snap: int | None = None,
-             fields: Iterable[str] | None = None) -> pd.DataFrame:
+    def tree(
+        self, kind: str = "main-branch", snap: int | None = None, fields: Iterable[str] | None = None
+    ) -> pd.DataFrame:
         """Tree rows: kind progenitors, main-branch, descendants or full; optionally one snapshot only."""
-        return self.sim._table(f"/halos/{self.id}/tree", {"kind": kind, "snap": snap, "fields": _join(fields)})
+        return self.sim._table(
+            f"/halos/{self.id}/tree", {"kind": kind, "snap": snap, "fields": _join(fields)}
+        )
 
     def main_branch(self, fields: Iterable[str] | None = None) -> pd.DataFrame:
         """The halo and its main progenitors, back in time."""
@@ -185,8 +199,13 @@ class RemoteHalo:
         """Merger events along the main branch with progenitor mass ratio at least ``min_ratio``."""
         return self.sim._table(f"/halos/{self.id}/mergers", {"min_ratio": min_ratio})
 
-    def cutout(self, radius: float = 2.0, units: str = "r200", fields: Iterable[str] | None = None,
-               as_xarray: bool = False) -> Any:
+    def cutout(
+        self,
+        radius: float = 2.0,
+        units: str = "r200",
+        fields: Iterable[str] | None = None,
+        as_xarray: bool = False,
+    ) -> Any:
         """Every particle within ``radius`` of the halo centre (periodic), not only the FOF members.
 
         Returns a dict with the requested fields, ``Offsets`` (displacement from the centre, Mpc/h) and
@@ -199,15 +218,25 @@ class RemoteHalo:
         )
         if not as_xarray:
             return data
-        import xarray as xr
+        from labclient._extras import require
+
+        xr = require("xarray", "particle cutouts as xarray")
 
         arrays = {k: v for k, v in data.items() if isinstance(v, np.ndarray) and k != "centre"}
-        variables = {k: (("particle", "axis") if v.ndim == 2 else ("particle",), v) for k, v in arrays.items()}
+        variables = {
+            k: (("particle", "axis") if v.ndim == 2 else ("particle",), v) for k, v in arrays.items()
+        }
         attrs = {k: v for k, v in data.items() if k not in arrays}
         return xr.Dataset(variables, coords={"axis": ["x", "y", "z"]}, attrs=attrs)
 
-    def branch_cutout(self, radius: float = 2.0, units: str = "r200", fields: Iterable[str] | None = None,
-                      missing: str = "error", job: bool = False) -> dict[str, Any] | Job:
+    def branch_cutout(
+        self,
+        radius: float = 2.0,
+        units: str = "r200",
+        fields: Iterable[str] | None = None,
+        missing: str = "error",
+        job: bool = False,
+    ) -> dict[str, Any] | Job:
         """Particles within ``radius`` of every node of the halo's main branch (the halo first, back in time).
 
         Returns ``{"halo_id", "radius", "units", "count", "nodes": [...]}``; each node is a dict like
@@ -219,21 +248,36 @@ class RemoteHalo:
         if job:
             from labclient.jobs import submit_job
 
-            request: dict[str, Any] = {"kind": "branch-cutout", "dataset": self.sim.id, "halo_id": self.id,
-                                       "radius": float(radius), "units": units, "missing": missing}
+            request: dict[str, Any] = {
+                "kind": "branch-cutout",
+                "dataset": self.sim.id,
+                "halo_id": self.id,
+                "radius": float(radius),
+                "units": units,
+                "missing": missing,
+            }
             if fields is not None:
                 request["fields"] = list(fields)
             return submit_job(self.sim.lab, request)
-        params = {"radius": radius, "units": units, "fields": _join(fields), "missing": missing,
-                  "format": "msgpack"}
+        params = {
+            "radius": radius,
+            "units": units,
+            "fields": _join(fields),
+            "missing": missing,
+            "format": "msgpack",
+        }
         params = {k: v for k, v in params.items() if v is not None}
-        return self.sim.lab.transport.call("GET", f"{self.sim._base}/halos/{self.id}/branch-cutout", params=params)
+        return self.sim.lab.transport.call(
+            "GET", f"{self.sim._base}/halos/{self.id}/branch-cutout", params=params
+        )
 
 
 def read_branch_cutout(path: Any) -> dict[str, Any]:
     """Read a ``branch_cutout.hdf5`` (from a branch-cutout job or ``format=hdf5``) into the dict
     :meth:`RemoteHalo.branch_cutout` returns: one node per snapshot group, the halo first, back in time."""
-    import h5py  # optional: pip install h5py
+    from labclient._extras import require
+
+    h5py = require("h5py", "branch-cutout files")
 
     with h5py.File(path, "r") as f:
         info = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in f.attrs.items()}
@@ -242,7 +286,9 @@ def read_branch_cutout(path: Any) -> dict[str, Any]:
             group = f[name]
             halo = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in group.attrs.items()}
             node: dict[str, Any] = {k: group[k][()] for k in group}
-            node.update(centre=np.asarray(halo.pop("centre")), radius=halo.pop("radius_mpc"), snap=int(halo["snap"]))
+            node.update(
+                centre=np.asarray(halo.pop("centre")), radius=halo.pop("radius_mpc"), snap=int(halo["snap"])
+            )
             for extra in ("Redshift", "Time"):  # the row already has redshift and a
                 halo.pop(extra, None)
             node["halo"] = halo

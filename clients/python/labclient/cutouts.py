@@ -26,12 +26,9 @@ def cutout_to_numpy(payload: dict[str, Any]) -> dict[str, Any]:
 def cutout_to_xarray(payload: dict[str, Any]) -> Any:
     """An ``xarray.Dataset``: one data variable with dims (z, y, x, component), physical coordinates
     ``x``/``y``/``z``, grid indices ``x_index``/..., and attributes (dataset, time, strides, units, ...)."""
-    try:
-        import xarray as xr
-    except ImportError as exc:  # pragma: no cover - optional dependency
-        raise ImportError(
-            "cutouts as xarray need xarray: pip install 'labservice-client[all]', or pass as_numpy=True"
-        ) from exc
+    from labclient._extras import require
+
+    xr = require("xarray", "cutouts as xarray", "pass as_numpy=True")
     arrays = cutout_to_numpy(payload)
     attrs = arrays["attrs"]
     dims = arrays["dims"]

@@ -34,6 +34,101 @@ def _series_count(times: tuple[float, float, float]) -> int:
     return int(math.floor((end - start) / step + 1e-9)) + 1
 
 
+def points_body(
+    variable: str,
+    time: float | None,
+    times: tuple[float, float, float] | None,
+    spatial: str,
+    temporal: str,
+    operator: str,
+) -> tuple[dict[str, Any], int]:
+    """The body of a points request (without the points) and the times it asks for per point."""
+    body: dict[str, Any] = {
+        "variable": variable,
+        "spatial": spatial,
+        "temporal": temporal,
+        "operator": operator,
+    }
+    if time is not None:
+        body["time"] = float(time)
+    if times is not None:
+        if len(times) != 3:
+            raise InvalidRequest(f"times must be (start, end, step); got {times!r}")
+        body["times"] = dict(zip(("start", "end", "step"), (float(v) for v in times), strict=True))
+    return body, 1 if times is None else _series_count(times)
+
+
+def join_points(parts: list[dict[str, Any]], series: bool) -> dict[str, Any]:
+    """One answer from the batches' answers, in input order."""
+    values = np.concatenate([np.asarray(p["values"]) for p in parts], axis=1 if series else 0)
+    clipped = None
+    if all(p.get("clipped") is not None for p in parts):
+        clipped = np.concatenate([np.asarray(p["clipped"], dtype=bool) for p in parts], axis=0)
+    return {
+        "values": values,
+        "components": parts[0]["components"],
+        "times": np.asarray(parts[0]["times"], dtype=np.float64),
+        "clipped": clipped,
+    }
+
+
+def track_body(
+    t_start: float, t_end: float, dt: float, scheme: str, every: float | None, spatial: str, temporal: str
+) -> tuple[dict[str, Any], int]:
+    """The body of a particles request and the outputs per particle, counted as the server bills them
+    (start, every interval, plus a possible final t_end)."""
+    body: dict[str, Any] = {
+        "t_start": float(t_start),
+        "t_end": float(t_end),
+        "dt": float(dt),
+        "scheme": scheme,
+        "every": None if every is None else float(every),
+        "spatial": spatial,
+        "temporal": temporal,
+    }
+    nout = 2 if every is None or not every > 0 else int(math.floor(abs(t_end - t_start) / every + 1e-9)) + 2
+    return body, nout
+
+
+def join_paths(parts: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    positions = np.concatenate([np.asarray(p["positions"]) for p in parts], axis=1)
+    return positions, np.asarray(parts[0]["times"], dtype=np.float64)
+
+
+def points_to_xarray(
+    answer: dict[str, Any],
+    points: np.ndarray,
+    variable: str,
+    dataset_id: str,
+    spatial: str,
+    temporal: str,
+    operator: str,
+) -> Any:
+    """A point answer as a DataArray with dims (time, point, component), as cutouts are labelled.
+
+    Coordinates: ``time`` (the answer's times; length 1 for one time), ``point`` (0..N-1) with ``x``, ``y``,
+    ``z`` along it, and ``component`` (the server's column names, e.g. ``ux`` or ``dux/dy``).
+    """
+    from labclient._extras import require
+
+    xr = require("xarray", "labelled point results (as_xarray=True)")
+    times = np.asarray(answer["times"], dtype=np.float64)
+    columns = list(answer["components"])
+    values = np.asarray(answer["values"]).reshape(times.size, points.shape[0], len(columns))
+    coords = {
+        "time": ("time", times),
+        "point": ("point", np.arange(points.shape[0])),
+        "x": ("point", points[:, 0]),
+        "y": ("point", points[:, 1]),
+        "z": ("point", points[:, 2]),
+        "component": ("component", np.array(columns, dtype=object)),
+    }
+    attrs = {"dataset": dataset_id, "spatial": spatial, "temporal": temporal, "operator": operator}
+    return xr.DataArray(
+        values, dims=("time", "point", "component"), coords=coords, name=variable, attrs=attrs
+    )
+
+
 class RemoteDataset:
     """A dataset served by a labservice server; get one with ``Lab.dataset(id)``.
 
@@ -100,7 +195,10 @@ class RemoteDataset:
 
         def send(s: slice) -> dict[str, Any]:
             chunk = pts[s] if pts.ndim == 2 else pts
-            return self.lab.transport.call("POST", self._path(what), body={**body, "points": chunk})
+            # queries only read: safe to send again when an answer is lost (at most once after a timeout)
+            return self.lab.transport.call(
+                "POST", self._path(what), body={**body, "points": chunk}, idempotent=True
+            )
 
         return run_batches(send, slices, self._concurrency(), self._show_progress(progress, n), desc=what)
 
@@ -119,31 +217,9 @@ class RemoteDataset:
     ) -> dict[str, Any]:
         """Like :meth:`points` but returns the whole answer: values, components, times, clipped flags."""
         pts = self._as_points(points)
-        body: dict[str, Any] = {
-            "variable": variable,
-            "spatial": spatial,
-            "temporal": temporal,
-            "operator": operator,
-        }
-        if time is not None:
-            body["time"] = float(time)
-        if times is not None:
-            if len(times) != 3:
-                raise InvalidRequest(f"times must be (start, end, step); got {times!r}")
-            body["times"] = dict(zip(("start", "end", "step"), (float(v) for v in times), strict=True))
-        ntimes = 1 if times is None else _series_count(times)
+        body, ntimes = points_body(variable, time, times, spatial, temporal, operator)
         parts = self._batched("points", pts, ntimes, body, progress, batch_size)
-        axis = 1 if times is not None else 0
-        values = np.concatenate([np.asarray(p["values"]) for p in parts], axis=axis)
-        clipped = None
-        if all(p.get("clipped") is not None for p in parts):
-            clipped = np.concatenate([np.asarray(p["clipped"], dtype=bool) for p in parts], axis=0)
-        return {
-            "values": values,
-            "components": parts[0]["components"],
-            "times": np.asarray(parts[0]["times"], dtype=np.float64),
-            "clipped": clipped,
-        }
+        return join_points(parts, series=times is not None)
 
     def points(
         self,
@@ -157,6 +233,7 @@ class RemoteDataset:
         progress: bool | None = None,
         batch_size: int | None = None,
         job: bool = False,
+        as_xarray: bool = False,
     ) -> Any:
         """Values of ``variable`` at N points.
 
@@ -179,12 +256,14 @@ class RemoteDataset:
         job
             Run as a batch job instead (millions of points, long series); returns a
             :class:`labclient.jobs.Job` whose ``result()`` is the array.
+        as_xarray
+            Return a labelled ``xarray.DataArray`` instead (see :func:`points_to_xarray`).
 
         Returns
         -------
         ndarray
             (N, nc) for a field or Laplacian, (N, nc, 3) for a gradient, (N, nc, 6) for a Hessian; a series
-            adds a leading time axis.
+            adds a leading time axis. With ``as_xarray``: a DataArray with dims (time, point, component).
         """
         if job:
             from labclient.jobs import submit_job
@@ -200,9 +279,14 @@ class RemoteDataset:
                 "operator": operator,
             }
             return submit_job(self.lab, request, points=self._as_points(points))
-        return self.query_points(
+        answer = self.query_points(
             variable, points, time, times, spatial, temporal, operator, progress, batch_size
-        )["values"]
+        )
+        if as_xarray:
+            return points_to_xarray(
+                answer, self._as_points(points), variable, self.id, spatial, temporal, operator
+            )
+        return answer["values"]
 
     def track(
         self,
@@ -220,22 +304,8 @@ class RemoteDataset:
     ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Particle paths: positions (T, N, 3) at the output times (and those times if asked)."""
         pts = self._as_points(points)
-        body: dict[str, Any] = {
-            "t_start": float(t_start),
-            "t_end": float(t_end),
-            "dt": float(dt),
-            "scheme": scheme,
-            "every": None if every is None else float(every),
-            "spatial": spatial,
-            "temporal": temporal,
-        }
-        # Count outputs as the server bills them (start, every interval, plus a possible final t_end).
-        nout = (
-            2 if every is None or not every > 0 else int(math.floor(abs(t_end - t_start) / every + 1e-9)) + 2
-        )
-        parts = self._batched("particles", pts, nout, body, progress, batch_size)
-        positions = np.concatenate([np.asarray(p["positions"]) for p in parts], axis=1)
-        times = np.asarray(parts[0]["times"], dtype=np.float64)
+        body, nout = track_body(t_start, t_end, dt, scheme, every, spatial, temporal)
+        positions, times = join_paths(self._batched("particles", pts, nout, body, progress, batch_size))
         return (positions, times) if return_times else positions
 
     def filter(
@@ -281,7 +351,7 @@ class RemoteDataset:
             "z": _range_text(z),
             "spatial": spatial,
         }
-        out = self.lab.transport.call("POST", self._path("threshold"), body=body)
+        out = self.lab.transport.call("POST", self._path("threshold"), body=body, idempotent=True)
         return {k: np.asarray(out[k]) for k in ("indices", "positions", "values")}
 
     # -- cutouts -----------------------------------------------------------------------------------

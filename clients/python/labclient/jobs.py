@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import numpy as np
 
-from labclient.codec import MSGPACK, pack
-from labclient.errors import LabClientError
+from labclient.errors import ConnectionFailed, LabClientError
 from labclient.transport import _detail
 
 if TYPE_CHECKING:
@@ -43,16 +43,14 @@ def _raise_for(response: Any) -> None:
 def submit_job(lab: Lab, request: dict[str, Any], points: Any = None) -> Job:
     """POST a job. ``points`` (an (N, 3) array) travels as a raw msgpack array.
 
-    A submission is not retried on its own (a retry after a lost answer could start the job twice), and
-    a quota error (429) is raised at once rather than waited out.
+    A submission is sent again only when it never reached the server or the server answered 503 (busy:
+    nothing was started); a lost answer is not retried (that could start the job twice), and a quota
+    error (429) is raised at once rather than waited out.
     """
     body = dict(request)
     if points is not None:
         body["points"] = np.ascontiguousarray(points, dtype=np.float64)
-    response = lab.transport.client.post(
-        JOBS, content=pack(body), headers={"Content-Type": MSGPACK, "Accept": "application/json"}
-    )
-    _raise_for(response)
+    response = lab.transport.request("POST", JOBS, body=body, binary=False, idempotent=False, busy=(503,))
     return Job(lab, response.json()["id"])
 
 
@@ -161,13 +159,13 @@ class Job:
         """
         files = {f["format"]: f for f in self.files()}
         folder = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix=f"labjob-{self.id}-"))
-        if "zarr" in files:
-            import xarray as xr
+        if "zarr" in files or "netcdf" in files:
+            from labclient._extras import require
 
+            xr = require("xarray", "job results as xarray", "fetch the files with job.download(folder)")
+        if "zarr" in files:
             return xr.open_zarr(self.download(folder, files["zarr"]["name"]), consolidated=True)
         if "netcdf" in files:
-            import xarray as xr
-
             return xr.open_dataset(self.download(folder, files["netcdf"]["name"]))
         if "npy" in files:
             return np.load(self.download(folder, files["npy"]["name"]))
@@ -176,25 +174,43 @@ class Job:
         raise LabClientError(f"job {self.id} has no result files")
 
     def _fetch_bytes(self, name: str) -> bytes:
-        response = self.lab.transport.client.get(f"{JOBS}/{self.id}/files/{name}")
-        _raise_for(response)
-        return response.content
+        return self.lab.transport.request("GET", f"{JOBS}/{self.id}/files/{name}", binary=False).content
 
     def _fetch_file(self, name: str, dest: Path, sha256: str) -> None:
+        """Stream one file to ``dest`` through ``dest.part``; after a broken connection ask only for the
+        rest (HTTP Range, under the client's retry policy), then check the sha256 the job lists."""
         if dest.exists() and _sha256(dest) == sha256:
             return  # already here from an earlier download
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
-        h = hashlib.sha256()
-        with self.lab.transport.client.stream("GET", f"{JOBS}/{self.id}/files/{name}") as response:
-            if response.status_code >= 400:
-                response.read()
-                _raise_for(response)
-            with open(tmp, "wb") as out:
-                for block in response.iter_bytes(1 << 20):
-                    h.update(block)
-                    out.write(block)
-        if h.hexdigest() != sha256:
+        transport = self.lab.transport
+        path = f"{JOBS}/{self.id}/files/{name}"
+
+        def attempt() -> Any:
+            have = tmp.stat().st_size if tmp.exists() else 0
+            headers = {"Range": f"bytes={have}-"} if have else {}
+            with transport.client.stream("GET", path, headers=headers) as response:
+                if response.status_code == 416 and have:  # the part is not a prefix of this file: start over
+                    tmp.unlink()
+                    return attempt()
+                if response.status_code >= 400:
+                    response.read()
+                    return response
+                # 206 continues the part; 200 means the server sent the whole file again
+                with open(tmp, "ab" if response.status_code == 206 else "wb") as out:
+                    for block in response.iter_bytes():  # as received: a break keeps all that arrived
+                        out.write(block)
+            return response
+
+        try:
+            response = transport.policy.call(attempt, idempotent=True)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(
+                f"downloading {name} of job {self.id} failed after up to {transport.policy.retries + 1} "
+                f"attempts ({exc!r}); the part is kept in {tmp}: call download() again to resume"
+            ) from exc
+        _raise_for(response)
+        if _sha256(tmp) != sha256:
             tmp.unlink()
             raise LabClientError(f"{name} of job {self.id} arrived damaged (sha256 mismatch); download again")
         os.replace(tmp, dest)

@@ -1,4 +1,4 @@
-"""HTTP with retries: connection failures, 503 and 429 are retried with backoff, honouring Retry-After.
+"""HTTP for the client: one connection pool per server, retries by :class:`labclient.retrying.RetryPolicy`.
 
 Errors the server explains (4xx, 5xx) become :class:`~labclient.errors.LabClientError` subclasses that
 carry the server's ``detail``.
@@ -6,16 +6,16 @@ carry the server's ``detail``.
 
 from __future__ import annotations
 
-import time
 import weakref
 from typing import Any
 
 import httpx
 
 from labclient.codec import MSGPACK, pack, unpack
-from labclient.errors import ConnectionFailed, LabClientError, error_for_status
+from labclient.errors import ConnectionFailed, error_for_status
+from labclient.retrying import BUSY, IDEMPOTENT_METHODS, RetryPolicy
 
-RETRY_STATUS = (429, 503)
+RETRY_STATUS = BUSY
 
 
 def _detail(response: httpx.Response) -> tuple[str, str | None]:
@@ -29,6 +29,29 @@ def _detail(response: httpx.Response) -> tuple[str, str | None]:
     return str(body)[:500], None
 
 
+def prepare(body: dict[str, Any] | None, binary: bool) -> tuple[bytes | None, dict[str, str]]:
+    """Request content and headers: msgpack in when ``body`` is given, msgpack or JSON out."""
+    headers = {"Accept": MSGPACK if binary else "application/json"}
+    if body is None:
+        return None, headers
+    headers["Content-Type"] = MSGPACK
+    return pack(body), headers
+
+
+def failure(
+    method: str, url: str, exc: httpx.TransportError, timeout: float, safe: bool, tries: int
+) -> ConnectionFailed:
+    """The error for a request that got no answer after the retry policy gave up."""
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(
+        exc, (httpx.ConnectTimeout, httpx.PoolTimeout)
+    ):
+        again = "" if safe else "; not sent again because it may have been carried out"
+        return ConnectionFailed(
+            f"{method} {url} got no answer in time ({exc!r}); the timeout is {timeout} s{again}"
+        )
+    return ConnectionFailed(f"could not reach {url} after up to {tries} attempts: {exc!r}")
+
+
 class Transport:
     """One connection pool to one server, safe to share between threads.
 
@@ -40,10 +63,9 @@ class Transport:
         Bearer token, or None for public access.
     timeout
         Seconds to wait for a response (connect timeout is 10 s).
-    retries
-        How many times a transient failure is retried.
-    backoff
-        First wait in seconds; doubled on each retry (capped at ``max_wait``).
+    retries, backoff, max_wait
+        The :class:`~labclient.retrying.RetryPolicy`: retries after the first send, the scale of the first
+        wait (s, full jitter, the window doubling each time) and the cap on one wait (s).
     """
 
     def __init__(
@@ -63,6 +85,8 @@ class Transport:
         self.retries = retries
         self.backoff = backoff
         self.max_wait = max_wait
+        self.timeout = timeout
+        self.policy = RetryPolicy(retries, backoff, max_wait)
         self.client = httpx.Client(
             base_url=self.url,
             headers=headers,
@@ -75,14 +99,6 @@ class Transport:
     def close(self) -> None:
         self._finalizer()
 
-    def _wait(self, attempt: int, retry_after: str | None) -> float:
-        if retry_after is not None:
-            try:
-                return min(float(retry_after), self.max_wait)
-            except ValueError:
-                pass
-        return min(self.backoff * 2**attempt, self.max_wait)
-
     def request(
         self,
         method: str,
@@ -91,31 +107,31 @@ class Transport:
         body: dict[str, Any] | None = None,
         params: dict[str, Any] | None = None,
         binary: bool = True,
+        idempotent: bool | None = None,
+        busy: tuple[int, ...] = BUSY,
     ) -> httpx.Response:
-        """Send a request, msgpack-encoded when ``body`` is given; retry transient failures."""
-        headers = {"Accept": MSGPACK if binary else "application/json"}
-        content = None
-        if body is not None:
-            content = pack(body)
-            headers["Content-Type"] = MSGPACK
-        for attempt in range(self.retries + 1):
-            try:
-                response = self.client.request(method, path, content=content, params=params, headers=headers)
-            except httpx.TransportError as exc:
-                if attempt == self.retries:
-                    raise ConnectionFailed(
-                        f"could not reach {self.url}{path} after {self.retries + 1} attempts: {exc!r}"
-                    ) from exc
-                time.sleep(self._wait(attempt, None))
-                continue
-            if response.status_code in RETRY_STATUS and attempt < self.retries:
-                time.sleep(self._wait(attempt, response.headers.get("retry-after")))
-                continue
-            if response.status_code >= 400:
-                detail, code = _detail(response)
-                raise error_for_status(response.status_code, detail, code)
-            return response
-        raise LabClientError("unreachable: the retry loop ended without a response")  # pragma: no cover
+        """Send a request (msgpack-encoded when ``body`` is given) under the retry policy.
+
+        ``idempotent`` (default: by method) says whether a request that reached the server may be sent
+        again; point queries are POSTs that are safe to repeat, job submissions are not. ``busy`` lists the
+        statuses waited out (429 and 503; a job submission leaves 429, its quota, to the caller).
+        """
+        content, headers = prepare(body, binary)
+        safe = method.upper() in IDEMPOTENT_METHODS if idempotent is None else idempotent
+
+        def send() -> httpx.Response:
+            return self.client.request(method, path, content=content, params=params, headers=headers)
+
+        try:
+            response = self.policy.call(send, idempotent=safe, busy=busy)
+        except httpx.TransportError as exc:
+            raise failure(
+                method, f"{self.url}{path}", exc, self.timeout, safe, self.policy.retries + 1
+            ) from exc
+        if response.status_code >= 400:
+            detail, code = _detail(response)
+            raise error_for_status(response.status_code, detail, code)
+        return response
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request and decode the JSON or msgpack answer."""

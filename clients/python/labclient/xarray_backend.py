@@ -30,27 +30,35 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import threading
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import numpy as np
-import xarray as xr
-from xarray.backends import BackendEntrypoint
+
+try:  # xarray shows this message when the engine fails to load ("unrecognized engine" follows)
+    import aiohttp
+    import xarray as xr
+    import zarr  # noqa: F401 - xarray's zarr engine, which this one wraps
+    from xarray.backends import BackendEntrypoint
+except ImportError as _exc:  # pragma: no cover - depends on the install
+    from labclient._extras import MissingExtra, hint
+
+    raise MissingExtra(
+        f"the labservice xarray engine needs {_exc.name}: {hint(_exc.name or 'xarray')}"
+    ) from _exc
 
 from labclient.errors import InvalidRequest
 from labclient.lab import Lab
+from labclient.retrying import NOT_SENT, REACHED, TIMED_OUT, RetryPolicy
 
 SCHEMES = {"labservice": "http", "labservice+http": "http", "labservice+https": "https"}
 ATTR_SERVER = "labservice_server"
 ATTR_DATASET = "labservice_dataset"
 ATTR_TOKEN_ID = "labservice_token_id"  # the public id part of lab_<id>_<secret>, never the secret
-RETRY_STATUS = (429, 503)
-RETRIES = 8
-MAX_WAIT = 30.0  # seconds; cap on one wait between retries
+# Zarr reads fan out in parallel: a few more retries than a single call, the same jittered policy.
+POLICY = RetryPolicy(retries=8, backoff=0.25, max_wait=30.0)
 
 # Tokens and connections live here, keyed by (server URL, token id), so secrets never reach attributes.
 _TOKENS: dict[tuple[str, str | None], str | None] = {}
@@ -108,29 +116,29 @@ def _lab(server: str, token: str | None) -> Lab:
         return lab
 
 
-def _wait(response: aiohttp.ClientResponse, attempt: int) -> float:
-    """Seconds before the next try: the server's Retry-After (or a doubling backoff), plus up to as much
-    again at random, so parallel reads refused together do not all come back together."""
-    base = 0.25 * 2**attempt
-    try:
-        base = max(base, float(response.headers.get("Retry-After", "")))
-    except ValueError:
-        pass
-    return min(base * (1.0 + random.random()), MAX_WAIT)
+def _aiohttp_failure(exc: BaseException) -> str | None:
+    """Classify an aiohttp failure for the retry policy (see :mod:`labclient.retrying`)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return NOT_SENT
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return TIMED_OUT
+    if isinstance(exc, aiohttp.ClientError):
+        return REACHED
+    return None
 
 
 async def _retry_busy(
     request: aiohttp.ClientRequest, handler: aiohttp.ClientHandlerType
 ) -> aiohttp.ClientResponse:
-    """aiohttp client middleware: retry 429 and 503 answers after the server's Retry-After."""
-    for attempt in range(RETRIES):
-        response = await handler(request)
-        if response.status not in RETRY_STATUS:
-            return response
-        delay = _wait(response, attempt)
-        response.release()
-        await asyncio.sleep(delay)
-    return await handler(request)
+    """aiohttp client middleware: zarr's reads under the client's one retry policy (busy answers after
+    the server's Retry-After, connection failures with jittered backoff; reads are idempotent)."""
+
+    async def send() -> aiohttp.ClientResponse:
+        return await handler(request)
+
+    return await POLICY.acall(
+        send, idempotent=True, classify=_aiohttp_failure, before_sleep=lambda response: response.release()
+    )
 
 
 async def retrying_client(**kwargs: Any) -> aiohttp.ClientSession:

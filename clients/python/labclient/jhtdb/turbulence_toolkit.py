@@ -1,0 +1,4 @@
+"""Stands in for ``givernylocal.turbulence_toolkit``: ``from labclient.jhtdb.turbulence_toolkit import *``."""
+
+from labclient.jhtdb._star import *  # noqa: F403 - the point of this module
+from labclient.jhtdb._star import __all__  # noqa: F401
