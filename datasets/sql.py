@@ -67,16 +67,7 @@ class SqlEngine:
             con.register("_snapshots_frame", snapshots)
             con.execute("CREATE TABLE snapshots AS SELECT * FROM _snapshots_frame")
             con.unregister("_snapshots_frame")
-        for setting in (
-            "SET enable_external_access = false",
-            "SET autoinstall_known_extensions = false",
-            "SET autoload_known_extensions = false",
-            "SET allow_community_extensions = false",
-            f"SET memory_limit = '{memory_limit}'",
-            "SET max_temp_directory_size = '0B'",
-            "SET lock_configuration = true",
-        ):
-            con.execute(setting)
+        lock_down(con, memory_limit)
         self._con = con
         self._lock = threading.Lock()
 
@@ -94,43 +85,8 @@ class SqlEngine:
         More than ``max_rows`` rows raise LimitExceeded, or with ``truncate=True`` return the first
         ``max_rows`` with ``truncated`` set.
         """
-        with self._lock:  # even parsing uses the connection, which refuses a second caller instead of waiting
-            try:
-                statements = self._con.extract_statements(sql)
-            except duckdb.Error as exc:
-                raise InvalidInput(f"SQL does not parse: {exc}") from None
-        if len(statements) != 1:
-            raise InvalidInput(f"send exactly one SQL statement; got {len(statements)}")
-        kind = statements[0].type
-        if kind != duckdb.StatementType.SELECT:
-            raise InvalidInput(f"only SELECT queries are allowed (tables: halos, trees, snapshots); got {kind.name}")
-        with self._lock:  # one DuckDB connection: queries take turns
-            timer = threading.Timer(self.timeout, self._con.interrupt)
-            timer.start()
-            try:
-                cur = self._con.execute(sql)
-                names = [d[0] for d in cur.description]
-                rows = cur.fetchmany(self.max_rows + 1)
-            except duckdb.InterruptException:
-                raise LimitExceeded(
-                    f"the query ran longer than {self.timeout:g} s; add filters or a LIMIT, or submit it as a job"
-                ) from None
-            except duckdb.OutOfMemoryException:
-                raise LimitExceeded(
-                    f"the query needs more than the {self.memory_limit} of memory allowed; aggregate or filter "
-                    "before sorting or joining, select fewer columns, or add a LIMIT"
-                ) from None
-            except duckdb.Error as exc:
-                raise InvalidInput(f"SQL error: {exc}") from None
-            finally:
-                timer.cancel()
-        truncated = len(rows) > self.max_rows
-        if truncated and not truncate:
-            raise LimitExceeded(
-                f"the query returns more than {self.max_rows} rows (the row cap); add filters or a LIMIT, page "
-                "with ORDER BY ... LIMIT ... OFFSET, or ask for the first rows only with truncate=true"
-            )
-        return SqlResult(pd.DataFrame(rows[: self.max_rows], columns=names), truncated)
+        return run_select(self._con, self._lock, sql, self.max_rows, self.timeout, self.memory_limit, truncate,
+                          "halos, trees, snapshots")
 
     def raw(self, sql: str):
         """Execute on the locked connection without the SELECT-only filter (tests show the lock holds)."""
@@ -139,3 +95,70 @@ class SqlEngine:
 
     def close(self) -> None:
         self._con.close()
+
+
+def lock_down(con: duckdb.DuckDBPyConnection, memory_limit: str) -> None:
+    """Lock a connection whose tables are loaded: no files, network, extensions or Python variables; a memory
+    limit; nothing spills to disk; and no later statement can change any of it."""
+    for setting in (
+        "SET enable_external_access = false",
+        "SET autoinstall_known_extensions = false",
+        "SET autoload_known_extensions = false",
+        "SET allow_community_extensions = false",
+        "SET python_enable_replacements = false",  # a query must not reach the server's Python variables
+        f"SET memory_limit = '{memory_limit}'",
+        "SET max_temp_directory_size = '0B'",
+        "SET lock_configuration = true",
+    ):
+        con.execute(setting)
+
+
+def run_select(
+    con: duckdb.DuckDBPyConnection,
+    lock: threading.Lock,
+    sql: str,
+    max_rows: int | None,
+    timeout: float,
+    memory_limit: str,
+    truncate: bool = False,
+    tables: str = "halos, trees, snapshots",
+) -> SqlResult:
+    """One read-only SELECT on a locked connection, with the time, memory and row limits (``max_rows`` None:
+    no row cap). ``tables`` names what the caller may query, for the message refusing other statements."""
+    with lock:  # even parsing uses the connection, which refuses a second caller instead of waiting
+        try:
+            statements = con.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise InvalidInput(f"SQL does not parse: {exc}") from None
+    if len(statements) != 1:
+        raise InvalidInput(f"send exactly one SQL statement; got {len(statements)}")
+    kind = statements[0].type
+    if kind != duckdb.StatementType.SELECT:
+        raise InvalidInput(f"only SELECT queries are allowed (tables: {tables}); got {kind.name}")
+    with lock:  # one DuckDB connection: queries take turns
+        timer = threading.Timer(timeout, con.interrupt)
+        timer.start()
+        try:
+            cur = con.execute(sql)
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall() if max_rows is None else cur.fetchmany(max_rows + 1)
+        except duckdb.InterruptException:
+            raise LimitExceeded(
+                f"the query ran longer than {timeout:g} s; add filters or a LIMIT, or submit it as a job"
+            ) from None
+        except duckdb.OutOfMemoryException:
+            raise LimitExceeded(
+                f"the query needs more than the {memory_limit} of memory allowed; aggregate or filter "
+                "before sorting or joining, select fewer columns, or add a LIMIT"
+            ) from None
+        except duckdb.Error as exc:
+            raise InvalidInput(f"SQL error: {exc}") from None
+        finally:
+            timer.cancel()
+    truncated = max_rows is not None and len(rows) > max_rows
+    if truncated and not truncate:
+        raise LimitExceeded(
+            f"the query returns more than {max_rows} rows (the row cap); add filters or a LIMIT, page "
+            "with ORDER BY ... LIMIT ... OFFSET, or ask for the first rows only with truncate=true"
+        )
+    return SqlResult(pd.DataFrame(rows[:max_rows] if truncated else rows, columns=names), truncated)

@@ -38,6 +38,10 @@ ROUTER_MODULES: tuple[str, ...] = (
     "labservice.routers.jobs",
     "labservice.routers.cosmology",
     "labservice.routers.zarr_http",
+    "labservice.routers.users",
+    "labservice.routers.groups",
+    "labservice.routers.links",
+    "labservice.routers.mydb",
 )
 
 DESCRIPTION = """\
@@ -117,12 +121,19 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
     await run_in_threadpool(prepare, settings, with_jobs)
     tokens_url = settings.tokens_database_url()
     tokens = TokenStore(tokens_url) if tokens_url is not None else None
+    from labservice.sharing import Access
+
+    access = Access(tokens_url) if tokens_url is not None else None  # users, groups, shares, links
     platform_url = settings.database_url or tokens_url or (settings.jobs_database_url() if with_jobs else None)
     if platform_url is not None:  # /readyz pings it
         from labservice.db import database
 
         app.state.db = database(platform_url)
     app.state.registry = registry
+    from labservice.datasets.mydb import MyDB
+
+    # MyDB (tables in the user store, rows in the platform database); SQL over it sees these catalogs.
+    app.state.mydb = MyDB.from_settings(settings, lambda: dict(simulations.items()))
     # A job engine set on app.state before start-up (tests, embedding) is used as it is.
     own_jobs = bool(settings.jobs_enabled) and getattr(app.state, "jobs", None) is None
     if own_jobs:
@@ -135,6 +146,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
             "registry": registry,
             "simulations": simulations,
             "tokens": tokens,
+            "access": access,
             "public_limits": public_limits(settings),
         }
     finally:

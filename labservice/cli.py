@@ -12,6 +12,8 @@ demo_app = typer.Typer(help="Build the embedded demo datasets.", no_args_is_help
 token_app = typer.Typer(help="Issue and list access tokens.", no_args_is_help=True)
 app.add_typer(demo_app, name="demo")
 app.add_typer(token_app, name="token")
+user_app = typer.Typer(help="Users: who owns tokens, jobs, MyDB tables and links.", no_args_is_help=True)
+app.add_typer(user_app, name="user")
 db_app = typer.Typer(help="The platform database (tokens, jobs): create, migrate, import old files.",
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -133,10 +135,19 @@ def token_create(
     bytes_per_minute_mb: Annotated[float, typer.Option(help="Zarr chunk bytes served per minute, MiB.")] = 16384.0,
     zarr_requests_per_minute: Annotated[int, typer.Option(help="Zarr range reads per minute.")] = 60_000,
     zarr_max_concurrent: Annotated[int, typer.Option(help="Zarr range reads in flight at once.")] = 64,
+    user: Annotated[str | None, typer.Option(help="The user it belongs to (`labservice user create`); "
+                                             "default: a new user named after the token.")] = None,
+    scopes: Annotated[str, typer.Option(help="What it may do: some of read,jobs,mydb,share.")] = "read,jobs,mydb,share",
+    expires: Annotated[float | None, typer.Option(help="Hours until it stops working (default: never).")] = None,
     token_db: TokenDb = None,
 ) -> None:
     """Issue a token and print it once (only its hash is stored)."""
+    import time
+
     from labservice.limits import Limits
+
+    if expires is not None and expires <= 0:
+        raise typer.BadParameter("--expires is hours from now and must be > 0")
 
     limits = Limits(
         points_per_request=points_per_request,
@@ -151,8 +162,10 @@ def token_create(
         zarr_requests_per_minute=zarr_requests_per_minute,
         zarr_max_concurrent=zarr_max_concurrent,
     )
-    record, token = _token_store(token_db).create(name, limits)
-    typer.echo(f"token for {record.name} (id {record.id}); shown once, keep it safe:")
+    until = None if expires is None else time.time() + expires * 3600
+    record, token = _token_store(token_db).create(name, limits, user=user, scopes=scopes, expires=until)
+    typer.echo(f"token for {record.name} (id {record.id}, user {record.user}, scopes {','.join(sorted(record.scopes))}); "
+               "shown once, keep it safe:")
     typer.echo(token)
 
 
@@ -165,8 +178,10 @@ def token_list(token_db: TokenDb = None) -> None:
         when = datetime.datetime.fromtimestamp(r.created, datetime.UTC).strftime("%Y-%m-%d %H:%M")
         state = "revoked" if r.revoked else "active"
         lim = r.limits
+        if r.revoked is False and not r.active():
+            state = "expired"
         typer.echo(
-            f"{r.id}  {r.name:<20} {when}  {state:<7}  points/request={lim.points_per_request} "
+            f"{r.id}  {r.name:<20} user={r.user or '-':<12} {when}  {state:<7}  points/request={lim.points_per_request} "
             f"cutout={lim.max_cutout_bytes / 2**20:.0f}MiB rpm={lim.requests_per_minute} "
             f"concurrent={lim.max_concurrent} jobs={'yes' if lim.jobs_allowed else 'no'}"
         )
@@ -178,6 +193,48 @@ def token_revoke(token_id: Annotated[str, typer.Argument(help="The token id from
     """Revoke a token."""
     _token_store(token_db).revoke(token_id)
     typer.echo(f"revoked {token_id}")
+
+
+@user_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Argument(help="Lower-case letters, digits and _, starting with a letter.")],
+    admin: Annotated[bool, typer.Option("--admin", help="An administrator.")] = False,
+    mydb_mb: Annotated[int, typer.Option(help="MyDB storage quota, MiB.")] = 1024,
+    max_links: Annotated[int, typer.Option(help="Download links alive at once.")] = 100,
+    max_tokens: Annotated[int, typer.Option(help="Tokens alive at once (made through the API).")] = 20,
+    token_db: TokenDb = None,
+) -> None:
+    """Create a user; then `labservice token create --user NAME --name WHAT` gives them a token."""
+    from labservice.users import UserLimits, UserStore
+
+    store = UserStore(_token_store(token_db).db.url)
+    user = store.create(name, admin=admin, limits=UserLimits(mydb_mb, max_links, max_tokens))
+    typer.echo(f"user {user.name}{' (admin)' if user.admin else ''}: mydb {mydb_mb} MiB, {max_links} links, {max_tokens} tokens")
+
+
+@user_app.command("list")
+def user_list(token_db: TokenDb = None) -> None:
+    """List users with their quotas."""
+    from labservice.users import UserStore
+
+    for u in UserStore(_token_store(token_db).db.url).list():
+        lim = u.limits
+        typer.echo(f"{u.name:<24} {'admin' if u.admin else 'user ':<5}  mydb={lim.mydb_mb}MiB links={lim.max_links} tokens={lim.max_tokens}")
+
+
+@user_app.command("limits")
+def user_limits(
+    name: Annotated[str, typer.Argument(help="The user.")],
+    mydb_mb: Annotated[int | None, typer.Option(help="MyDB storage quota, MiB.")] = None,
+    max_links: Annotated[int | None, typer.Option(help="Download links alive at once.")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Tokens alive at once.")] = None,
+    token_db: TokenDb = None,
+) -> None:
+    """Change a user's quotas."""
+    from labservice.users import UserStore
+
+    u = UserStore(_token_store(token_db).db.url).set_limits(name, mydb_mb=mydb_mb, max_links=max_links, max_tokens=max_tokens)
+    typer.echo(f"user {u.name}: mydb {u.limits.mydb_mb} MiB, {u.limits.max_links} links, {u.limits.max_tokens} tokens")
 
 
 @db_app.command("upgrade")

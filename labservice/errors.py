@@ -73,6 +73,12 @@ class QuotaExceeded(LabError):
     code = "quota_exceeded"
 
 
+class Conflict(LabError):
+    """The request clashes with what exists: a name taken, the last owner leaving, a count quota full."""
+
+    code = "conflict"
+
+
 class RateLimited(LabError):
     """Too many requests or bytes for now; ``retry_after`` (required) says when to try again."""
 

@@ -22,6 +22,7 @@ from starlette.routing import Match
 
 from labservice.encoding import format_validation_errors
 from labservice.errors import (
+    Conflict,
     CorruptData,
     DatabaseUnavailable,
     Forbidden,
@@ -56,6 +57,7 @@ STATUS_CODES: dict[type[LabError], int] = {
     LimitExceeded: 413,
     RangeNotSatisfiable: 416,
     QuotaExceeded: 429,
+    Conflict: 409,
     RateLimited: 429,
     StorageUnavailable: 503,
     DatabaseUnavailable: 503,
@@ -171,6 +173,7 @@ ERROR_SCHEMA: dict[str, Any] = {
 # Errors any /api/ operation can answer, whatever the route: the middleware and the error map add them.
 _COMMON_ERRORS = {
     "401": "The Authorization header holds an invalid or revoked token.",
+    "403": "The token lacks the scope this route needs (read, jobs, mydb, share); the detail names it.",
     "422": "Invalid input; the detail says what to change.",
     "429": "Rate or concurrency limit, or a quota; see Retry-After.",
     "500": "Stored data failed its checksum (corrupt_data, naming dataset and chunk) or a bug (incident id).",

@@ -52,6 +52,12 @@ class Caller:
     token_id: str | None
     name: str
     limits: Limits = field(default_factory=Limits)
+    # The user the token belongs to (labservice.users) and what the token may do (public: no user, never
+    # scope-checked).
+    user_id: str | None = None
+    user: str | None = None
+    scopes: frozenset[str] = frozenset({"read", "jobs", "mydb", "share"})
+    admin: bool = False
 
     @property
     def key(self) -> str:

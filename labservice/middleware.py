@@ -27,6 +27,7 @@ from labservice.http_errors import internal_error_response, lab_error_response
 from labservice.limit_backends import LimitBackend, LocalLimits
 from labservice.limits import Caller, Limits, is_zarr_path, request_slot
 from labservice.tokens import TokenStore
+from labservice.users import require_scope, scope_for
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -152,6 +153,8 @@ class LimitsMiddleware:
                 caller = await run_in_threadpool(caller_from_headers, *args)
             else:
                 caller = caller_from_headers(*args)
+            # A token's scopes (read, jobs, mydb, share) gate what it may call; 403 names the missing one.
+            require_scope(caller, scope_for(scope.get("method", "GET"), path))
             slot = request_slot(caller, path)  # zarr reads have their own, wider bucket
             remaining, ticket = self.backend.admit(slot.key, slot.per_minute, slot.max_concurrent)
         except LabError as exc:

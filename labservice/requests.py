@@ -114,10 +114,15 @@ class PointsRequest(PointsQuery):
 
 
 class PointsJobRequest(PointsQuery):
-    """A points query as a batch job (the points are sent beside the body, as an (N, 3) array)."""
+    """A points query as a batch job (the points are sent beside the body, as an (N, 3) array, or read from a
+    MyDB table with columns x, y, z)."""
 
     kind: Literal["points"] = "points"
     dataset: str = Field(description="Dataset id.")
+    points_table: str | None = Field(
+        default=None, max_length=200, examples=["mydb.sensors"],
+        description="Instead of points: a MyDB table (mydb.NAME, or OWNER.NAME shared with you) with columns x, y, z.",
+    )
 
 
 class ParticlesQuery(_Body):

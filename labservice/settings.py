@@ -114,6 +114,22 @@ class Settings(BaseSettings):
         description="DuckDB memory limit per simulation (nothing spills to disk); a query needing more is a 413.",
     )
     sql_threads: int = Field(default=1, ge=1, le=64, description="DuckDB worker threads per simulation.")
+    sql_job_timeout_seconds: float = Field(
+        default=3600.0, gt=0, le=7 * 86400, description="Time limit of one submitted SQL query (job kind sql)."
+    )
+
+    # -- MyDB (personal tables, Parquet in the user store) ---------------------------------------------
+    user_store_url: str | None = Field(
+        default=None,
+        description="Where MyDB tables are kept (a local folder or fsspec URL such as s3://bucket/mydb); "
+        "default <data_dir>/mydb (without a data_dir: beside token_db). Every API process and job engine must see "
+        "the same store.",
+    )
+    user_store_options: dict[str, Any] | None = Field(
+        default=None,
+        description='fsspec options for user_store_url, e.g. {"endpoint_url": "http://s3:8333", "key": "..."} '
+        "(JSON in the environment).",
+    )
 
     # -- jobs (used by the jobs router) --------------------------------------------------------------
     jobs_enabled: bool | None = Field(

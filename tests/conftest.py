@@ -14,4 +14,5 @@ pytest_plugins = [
     "tests.plugin.postgres",
     "tests.plugin.counting",
     "tests.plugin.cli",
+    "tests.plugin.collab",
 ]

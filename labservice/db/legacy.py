@@ -94,6 +94,10 @@ def import_file(db: Database, path: str | Path, table: str) -> int | None:
         new = [r for r in rows if r["id"] not in have]
         if new:
             conn.execute(target.insert(), new)
+            if table == "tokens":  # each old token becomes the only token of a user named after it
+                from labservice.tokens import adopt_orphans
+
+                adopt_orphans(conn)
         added = len(new)
         conn.execute(schema.legacy_imports.insert().values(source=source, rows=added, imported=time.time()))
     return added

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -345,7 +345,7 @@ class JobEngine(JobFront):
             return
         req = parse_request(rec.params)
         kind = kind_of(req)
-        plan = kind.plan(self.context, job_id, req)
+        plan = kind.plan(replace(self.context, owner=rec.owner), job_id, req)
         specs = plan.parts
         if not self.registry.start(job_id, total=len(specs)):
             self.scratch.delete(job_id)  # cancelled while planning: drop the skeleton just made

@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,13 +91,14 @@ class JobFront:
         self.track_segment_steps = track_segment_steps
         self.leases = Leases(self.registry, lease_seconds)
         self.engine_id: str | None = None  # an API process alone runs no jobs
+        self.mydb: Any = None  # labservice.datasets.mydb.MyDB (set by wiring): points_table and the sql kind
 
     @property
     def context(self) -> JobContext:
         """What the job kinds may use while they check and plan."""
         return JobContext(
             self.scratch, self.resolve_dataset, self.resolve_simulation, self.shard_edge, self.chunk_edge,
-            self.task_bytes, self.points_per_task, self.track_segment_steps,
+            self.task_bytes, self.points_per_task, self.track_segment_steps, mydb=self.mydb,
         )  # fmt: skip
 
     # -- lifecycle (nothing to run on the API side) ------------------------------------------------
@@ -139,8 +140,9 @@ class JobFront:
             raise Forbidden("batch jobs need a registered token that allows jobs; ask the operator for one")
         req = parse_request(request)
         kind = kind_of(req)
-        pts = _check_points(req.kind, kind.takes_points, points)
-        nbytes = kind.check(self.context, req, pts)
+        ctx = replace(self.context, owner=owner)
+        pts = _check_points(req.kind, kind.takes_points, kind.inputs(ctx, req, points))
+        nbytes = kind.check(ctx, req, pts)
         if nbytes > lim.max_job_bytes:
             raise LimitExceeded(
                 f"this job would write {nbytes / MIB:.1f} MiB, over your job size cap of "
@@ -165,7 +167,7 @@ class JobFront:
                 f"{lim.scratch_bytes / MIB:.1f} MiB; delete finished jobs (DELETE /api/v1/jobs/{{id}}) first"
             )
         try:
-            kind.accept(self.context, rec.id, req, pts)
+            kind.accept(ctx, rec.id, req, pts)
         except Exception as exc:
             self.registry.end(rec.id, "failed", parts.describe(exc))
             self.leases.release(rec.id, holder)

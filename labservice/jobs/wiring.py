@@ -98,18 +98,31 @@ def _density_urls(data_dir: Any) -> dict[str, str]:
 def engine_from_settings(settings: Any, datasets: Any = None, **overrides: Any) -> JobEngine:
     """Build the engine from :class:`labservice.settings.Settings` and the app's dataset registry (or a
     resolver function)."""
-    return JobEngine(
+    engine = JobEngine(
         _registry_where(settings),
         scheduler=settings.dask_scheduler,
         poll_seconds=getattr(settings, "engine_poll_seconds", 0.5),
         max_jobs=getattr(settings, "engine_max_jobs", 16),
         **_common(settings, datasets, engine=True) | overrides,
     )
+    engine.mydb = mydb_from_settings(settings)
+    return engine
 
 
 def front_from_settings(settings: Any, datasets: Any = None) -> JobFront:
     """The API side alone (``LABSERVICE_ENGINE=external``): record and read jobs, no Dask."""
-    return JobFront(_registry_where(settings), **_common(settings, datasets, engine=False))
+    front = JobFront(_registry_where(settings), **_common(settings, datasets, engine=False))
+    front.mydb = mydb_from_settings(settings)
+    return front
+
+
+def mydb_from_settings(settings: Any) -> Any:
+    """The MyDB jobs read and write (points_table, the sql kind); None without a platform database."""
+    from labservice.datasets.mydb import MyDB, folder_catalogs
+
+    if not hasattr(settings, "tokens_database_url"):
+        return None
+    return MyDB.from_settings(settings, folder_catalogs(settings.data_dir))
 
 
 def start_jobs(app: Any, settings: Any) -> JobFront:

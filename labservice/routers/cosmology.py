@@ -10,6 +10,7 @@ HTTP statuses in the app's one error map.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -17,14 +18,14 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from labservice.datasets import export
 from labservice.datasets.branch import branch_nodes, branch_upper_bytes, node_cutout
 from labservice.datasets.simulation import MAX_LIMIT
 from labservice.encoding import JSON, MSGPACK, encode, openapi_body, pack
 from labservice.errors import InvalidInput, LimitExceeded, unknown
-from labservice.routers.deps import LimitsDep, SimulationDep, body_of
+from labservice.routers.deps import CallerDep, LimitsDep, SimulationDep, body_of
 from labservice.routers.params import BranchCutoutQuery, HaloCutoutQuery
 
 router = APIRouter(tags=["cosmology"])
@@ -344,6 +345,36 @@ class SqlRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     sql: str = Field(min_length=1, max_length=SQL_CHARS, description="One SELECT statement.")
+    into: str | None = Field(
+        default=None, description="Save the result as this table of your MyDB (needs a token with the mydb scope) "
+        "instead of returning it; a table of that name is replaced.", examples=["massive_z0"],
+    )
+
+
+def quick_sql(run: Callable[[], Any], sim: str | None, body: SqlRequest) -> Any:
+    """Run a synchronous query; its 413 (row cap, time, memory) also says how to submit it as a job."""
+    try:
+        return run()
+    except LimitExceeded as exc:
+        job: dict[str, Any] = {"kind": "sql", **({"sim": sim} if sim else {}), "format": "parquet"}
+        job["sql"] = body.sql if len(body.sql) <= 400 else "<your query>"
+        if body.into:
+            job["into"] = body.into
+        cli = f"labclient sql {sim} QUERY --submit -o result.parquet" if sim else "lab.mydb.sql(QUERY, job=True)"
+        raise LimitExceeded(
+            f"{exc.message}. To run it in full, submit it as a job: POST /api/v1/jobs with {json.dumps(job)} "
+            f"(labclient: {cli})", **exc.extra
+        ) from None
+
+
+def mydb_caller(request: Request, caller: Any) -> tuple[Any, Any]:
+    """(MyDB, user) for a save into MyDB; 401 for public callers, 403 for a token without the mydb scope."""
+    from labservice.routers.mydb import get_mydb, mydb_user
+    from labservice.users import require_scope
+
+    user = mydb_user(caller)
+    require_scope(user, "mydb")
+    return get_mydb(request), user
 
 
 _SQL_EXAMPLES = {
@@ -358,20 +389,29 @@ _SQL_EXAMPLES = {
     "/datasets/{sim}/sql",
     operation_id="run_sql",
     openapi_extra=openapi_body(SqlRequest, _SQL_EXAMPLES),
-    responses={**_TABLE_OK, 413: {"description": "Over the row cap (without truncate=true), the time-out or "
-                                                  "the memory limit; the limits are in the dataset metadata."}},
+    responses={**_TABLE_OK, 201: {"description": "With into: the table saved in your MyDB."},
+               401: {"description": "into needs a token (with the mydb scope)."},
+               413: {"description": "Over the row cap (without truncate=true), the time-out or the memory limit (the "
+                                    "detail gives the sql job to submit instead), or over your MyDB quota with into."}},
 )
 async def run_sql(
     sim: str,
     s: SimulationDep,
     body: Annotated[SqlRequest, body_of(SqlRequest)],
     request: Request,
+    caller: CallerDep,
     format: TableFormat = None,
     truncate: Annotated[
         bool, Query(description="Over the row cap, return the first max_rows rows instead of a 413.")
     ] = False,
 ) -> Response:
-    """Read-only SQL (DuckDB, no file/network/extension access) over halos, trees and snapshots; rows capped."""
-    result = await run_in_threadpool(s.sql, body.sql, truncate)
+    """Read-only SQL (DuckDB, no file/network/extension access) over halos, trees and snapshots; rows capped.
+    ``into`` saves the result in your MyDB (201 with the table) instead of returning it."""
+    if body.into is not None:
+        mydb, user = mydb_caller(request, caller)
+        result = await run_in_threadpool(quick_sql, lambda: s.sql(body.sql, truncate), s.id, body)
+        info = await run_in_threadpool(mydb.save, user.user_id, body.into, result.frame)
+        return JSONResponse(info, status_code=201, headers={"Location": f"/api/v1/mydb/tables/{info['name']}"})
+    result = await run_in_threadpool(quick_sql, lambda: s.sql(body.sql, truncate), s.id, body)
     info = {"simulation": s.id, "truncated": result.truncated, "max_rows": s.sql_max_rows}
     return await _table(request, format, result.frame, info)

@@ -17,11 +17,13 @@ from pydantic import BaseModel
 
 from labservice.datasets.simulation import Simulation, SimulationRegistry
 from labservice.encoding import parse_request
-from labservice.errors import NotFound, StorageUnavailable, unknown
+from labservice.errors import NotFound, StorageUnavailable, Unauthorized, unknown
 from labservice.facade import Dataset
 from labservice.limits import Caller, Limits, check_cutout_bytes, check_points
 from labservice.middleware import caller_from_headers
 from labservice.settings import Settings
+from labservice.sharing import Access
+from labservice.tokens import TokenStore
 
 if TYPE_CHECKING:
     from labservice.jobs import JobEngine
@@ -104,10 +106,40 @@ def get_caller(request: Request) -> Caller:
     return caller_from_headers({k.lower(): v for k, v in request.headers.items()}, host, tokens, public)
 
 
+def get_access(request: Request) -> Access:
+    """Groups, shares and links (:class:`labservice.sharing.Access`); 503 when the server has no token database."""
+    access = getattr(request.state, "access", None)
+    if access is None:
+        raise StorageUnavailable("this server has no token database, so no users, groups or sharing")
+    return access
+
+
+def get_tokens(request: Request) -> TokenStore:
+    tokens = getattr(request.state, "tokens", None)
+    if tokens is None:
+        raise StorageUnavailable("this server has no token database, so no users or tokens")
+    return tokens
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RegistryDep = Annotated[DatasetRegistry, Depends(get_datasets)]
 SimulationsDep = Annotated[SimulationRegistry, Depends(get_simulations)]
 CallerDep = Annotated[Caller, Depends(get_caller)]
+AccessDep = Annotated[Access, Depends(get_access)]
+TokensDep = Annotated[TokenStore, Depends(get_tokens)]
+
+
+def get_user(caller: CallerDep) -> Caller:
+    """The caller as a user (a token holder, with ``user_id``, ``user``, ``scopes``); 401 for public callers."""
+    if caller.token_id is None or caller.user_id is None:
+        raise Unauthorized(
+            "this needs a token: send 'Authorization: Bearer lab_...' with a token from "
+            "`labservice token create --user NAME` (ask the operator for one)"
+        )
+    return caller
+
+
+UserDep = Annotated[Caller, Depends(get_user)]
 
 
 @dataclass

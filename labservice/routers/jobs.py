@@ -1,7 +1,9 @@
 """Batch jobs: submit, list, inspect, cancel, and download results (with HTTP Range).
 
-Every route is scoped to the caller's token: another token's job answers 404, exactly like an unknown id,
-so ids cannot be probed. Public callers cannot run jobs (403). The engine is ``app.state.jobs``
+Every route is scoped to the caller's user (all their tokens): another user's job answers 404, exactly
+like an unknown id, so ids cannot be probed, unless it is shared with a group of the caller's; then it can be
+read and downloaded but not changed (403). Public callers cannot run jobs (403). Shares and links:
+``PUT/DELETE /jobs/{id}/shares/{group}``, ``POST /jobs/{id}/links`` (rules in :mod:`labservice.sharing`). The engine is ``app.state.jobs``
 (:func:`labservice.jobs.start_jobs` puts it there in the lifespan); the request bodies are the job kinds'
 models (:data:`labservice.jobs.KINDS`).
 """
@@ -10,7 +12,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
@@ -19,14 +22,17 @@ from labservice.http_ranges import parse_byte_range
 from labservice.interpolation.engine import as_points
 from labservice.jobs import KINDS, JobRecord, request_schema
 from labservice.requests import POINTS_SCHEMA
-from labservice.routers.deps import CallerDep, EngineDep, SettingsDep
+from labservice.routers.deps import CallerDep, EngineDep, SettingsDep, UserDep, body_of
+from labservice.sharing import Access, owned_job, readable_job
 
 router = APIRouter(tags=["jobs"])
 PREFIX = "/api/v1/jobs"
 
 
-def _view(rec: JobRecord) -> dict[str, Any]:
+def _view(rec: JobRecord, shared: list[str] | None = None, owner: str | None = None) -> dict[str, Any]:
     body = rec.public()
+    if shared:  # someone else's job, shared with the caller read-only through these groups
+        body["shared"], body["shared_through"], body["owner"] = True, shared, owner
     body["links"] = {
         "self": f"{PREFIX}/{rec.id}",
         "files": {f["name"]: f"{PREFIX}/{rec.id}/files/{f['name']}" for f in body["files"]},
@@ -61,7 +67,8 @@ def _job_body() -> dict[str, Any]:
         if kind.takes_points:  # sent in the body, taken out before the kind's model sees it
             name = kind.request.__name__
             defs[name]["properties"]["points"] = POINTS_SCHEMA
-            defs[name]["required"] = [*defs[name].get("required", []), "points"]
+            if "points_table" not in defs[name]["properties"]:  # a points job may read them from MyDB instead
+                defs[name]["required"] = [*defs[name].get("required", []), "points"]
     examples = {k: {"summary": k, "value": v} for k, v in _JOB_EXAMPLES.items()}
     return {
         "requestBody": {
@@ -106,23 +113,114 @@ async def submit_job(
     return JSONResponse(content, status_code=202, headers={"Location": location})
 
 
+def _access(request: Request) -> Access | None:
+    return getattr(request.state, "access", None)
+
+
+def _list(access: Access | None, engine: Any, caller: Any, shared: bool) -> list[dict[str, Any]]:
+    if access is None or caller.user_id is None:
+        return [_view(r) for r in engine.list(caller.token_id)]
+    own = [r for t in sorted(access.token_ids(caller.user_id)) for r in engine.list(t)]
+    views = [_view(r) for r in own]
+    if shared:
+        mine = {r.id for r in own}
+        others = {j: g for j, g in access.shared_jobs(caller.user_id).items() if j not in mine}
+        recs = [r for r in (engine.registry.get(j) for j in others) if r is not None]
+        names = access.owner_names({r.owner for r in recs})
+        views += [_view(r, sorted(others[r.id]), names.get(r.owner)) for r in recs]
+    views.sort(key=lambda v: v["created"] or "", reverse=True)
+    return views
+
+
 @router.get("/jobs", operation_id="list_jobs")
-async def list_jobs(engine: Engine, caller: Who) -> dict[str, Any]:
-    """The caller's jobs, newest first."""
-    recs = await run_in_threadpool(engine.list, caller.token_id)
-    return {"jobs": [_view(r) for r in recs]}
+async def list_jobs(
+    request: Request,
+    engine: Engine,
+    caller: Who,
+    shared: Annotated[bool, Query(description="Also list jobs shared with your groups (marked shared).")] = False,
+) -> dict[str, Any]:
+    """The caller's jobs, newest first; with ``shared=true`` also those shared with them."""
+    return {"jobs": await run_in_threadpool(_list, _access(request), engine, caller, shared)}
 
 
 @router.get("/jobs/{job_id}", operation_id="get_job")
-async def get_job(job_id: str, engine: Engine, caller: Who) -> dict[str, Any]:
+async def get_job(request: Request, job_id: str, engine: Engine, caller: Who) -> dict[str, Any]:
     """Status, progress, timestamps, error, result files with sizes and checksums, and expiry."""
-    return _view(await run_in_threadpool(engine.get, caller.token_id, job_id))
+    access = _access(request)
+
+    def read() -> dict[str, Any]:
+        rec, groups = readable_job(access, engine.registry, caller, job_id)
+        owner = access.owner_names({rec.owner}).get(rec.owner) if groups and access else None
+        body = _view(rec, groups, owner)
+        if not groups and access is not None:
+            body["shared_with"] = access.job_groups(job_id)
+        return body
+
+    return await run_in_threadpool(read)
 
 
 @router.delete("/jobs/{job_id}", operation_id="cancel_job")
-async def cancel_job(job_id: str, engine: Engine, caller: Who) -> dict[str, Any]:
+async def cancel_job(request: Request, job_id: str, engine: Engine, caller: Who) -> dict[str, Any]:
     """Cancel a job and free its workers (or delete a finished job's files)."""
-    return _view(await run_in_threadpool(engine.cancel, caller.token_id, job_id))
+
+    def cancel() -> JobRecord:
+        rec = owned_job(_access(request), engine.registry, caller, job_id)
+        return engine.cancel(rec.owner, job_id)
+
+    return _view(await run_in_threadpool(cancel))
+
+
+@router.put("/jobs/{job_id}/shares/{group}", operation_id="share_job")
+async def share_job(request: Request, job_id: str, group: str, engine: Engine, caller: UserDep) -> dict[str, Any]:
+    """Share your job read-only with a group you are in."""
+    access = _access(request)
+
+    def share() -> list[str]:
+        owned_job(access, engine.registry, caller, job_id)
+        return access.share_job(caller.user_id, job_id, group)  # type: ignore[union-attr]
+
+    return {"id": job_id, "shared_with": await run_in_threadpool(share)}
+
+
+@router.delete("/jobs/{job_id}/shares/{group}", operation_id="unshare_job")
+async def unshare_job(request: Request, job_id: str, group: str, engine: Engine, caller: UserDep) -> dict[str, Any]:
+    """Stop sharing your job with a group (at once, on every worker)."""
+    access = _access(request)
+
+    def unshare() -> list[str]:
+        owned_job(access, engine.registry, caller, job_id)
+        return access.unshare_job(job_id, group)  # type: ignore[union-attr]
+
+    return {"id": job_id, "shared_with": await run_in_threadpool(unshare)}
+
+
+class LinkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expires_in_hours: float = Field(default=24.0, description="How long the link works (at most a year).")
+
+
+@router.post(
+    "/jobs/{job_id}/links",
+    status_code=201,
+    operation_id="link_job",
+    responses={409: {"description": "Your links quota is full; revoke one."}},
+)
+async def link_job(
+    request: Request, job_id: str, engine: Engine, caller: UserDep, body: Annotated[LinkRequest, body_of(LinkRequest)]
+) -> dict[str, Any]:
+    """An unguessable URL that downloads the job's files without a token until it expires or is revoked."""
+    access = _access(request)
+
+    def make() -> dict[str, Any]:
+        from labservice.users import UserStore
+
+        owned_job(access, engine.registry, caller, job_id)
+        limits = UserStore(access.db.url).by_id(caller.user_id).limits  # type: ignore[union-attr,arg-type]
+        link, secret = access.create_link(caller.user_id, job_id, body.expires_in_hours, limits.max_links)  # type: ignore[union-attr]
+        base = f"/api/v1/links/{link['id']}/{secret}"
+        return {**link, "url": str(request.base_url).rstrip("/") + base, "path": base}
+
+    return await run_in_threadpool(make)
 
 
 @router.get(
@@ -135,10 +233,24 @@ async def cancel_job(job_id: str, engine: Engine, caller: Who) -> dict[str, Any]
     },
 )
 async def get_job_file(
-    job_id: str, name: str, engine: Engine, caller: Who, range: Annotated[str | None, Header()] = None
+    request: Request,
+    job_id: str,
+    name: str,
+    engine: Engine,
+    caller: Who,
+    range: Annotated[str | None, Header()] = None,
 ) -> Response:
     """Download a result file (or one object of a zarr result); supports a single HTTP Range."""
-    entry = await run_in_threadpool(engine.file_entry, caller.token_id, job_id, name)
+
+    def entry() -> dict[str, Any]:
+        rec, _ = readable_job(_access(request), engine.registry, caller, job_id)
+        return engine.file_entry(rec.owner, job_id, name)
+
+    return stream_file(engine, job_id, await run_in_threadpool(entry), range)
+
+
+def stream_file(engine: Any, job_id: str, entry: dict[str, Any], range: str | None) -> Response:
+    """A job's file as a (ranged) streaming response."""
     size = int(entry["size"])
     headers = {"Accept-Ranges": "bytes"}
     if "sha256" in entry:
@@ -150,7 +262,7 @@ async def get_job_file(
     if span is not None:
         status = 206
         headers["Content-Range"] = span.content_range
-    chunks = engine.scratch.iter_range(job_id, name, start, end)  # a sync iterator: run in a thread pool
+    chunks = engine.scratch.iter_range(job_id, entry["name"], start, end)  # a sync iterator: run in a thread pool
     return StreamingResponse(
         chunks, status_code=status, headers=headers, media_type="application/octet-stream"
     )

@@ -344,6 +344,35 @@ def jobs_page(request: Request) -> HTMLResponse:
     return _page(request, "jobs.html", title="My jobs")
 
 
+@router.get("/groups", operation_id="portal_groups", response_class=HTMLResponse)
+def groups_page(request: Request) -> HTMLResponse:
+    """Groups: create one, see members and roles, add, re-role and remove members."""
+    return _page(request, "groups.html", title="Groups")
+
+
+@router.get("/tables", operation_id="portal_tables", response_class=HTMLResponse)
+def tables_page(request: Request) -> HTMLResponse:
+    """My tables (MyDB): mine and those shared with me; preview, download, upload, share, delete."""
+    return _page(request, "tables.html", title="My tables")
+
+
+@router.get("/sql", operation_id="portal_sql", response_class=HTMLResponse)
+def sql_page(request: Request, sims: Sims, sim: str | None = None) -> HTMLResponse:
+    """The query box: SQL over a simulation's catalogs or MyDB, run Quick or submitted as a job."""
+    cards = [_sim_card(s) for _, s in sims.items()]
+    if sim is not None and sim != "mydb" and sim not in sims:
+        raise unknown("simulation", sim, [*sims.ids(), "mydb"])
+    selected = sim or (cards[0]["id"] if cards else "mydb")
+    # One example per target: the most massive halos at the last snapshot, or a MyDB table.
+    examples = {
+        c["id"]: f"SELECT id, mass, x, y, z FROM halos WHERE snap = {c['snapshots']['count'] - 1} "
+        "ORDER BY mass DESC LIMIT 10"
+        for c in cards
+    }
+    examples["mydb"] = "SELECT * FROM mydb.my_table LIMIT 10"
+    return _page(request, "sql.html", title="SQL", simulations=cards, selected=selected, examples=examples)
+
+
 # -- the one conversion route ------------------------------------------------------------------------------
 class PointsTable(BaseModel):
     """A point-query result as the query page shows it."""

@@ -305,10 +305,12 @@ def cmd_sql(ctx: Context) -> None:
                 "run the query without --submit (answers are capped at the server's max_rows; "
                 "--truncate returns the first rows instead of an error)"
             )
-        ctx.need_token()  # pragma: no cover - no server has an SQL job kind yet
+        if fmt not in ("csv", "parquet"):
+            raise Usage(f"a submitted query writes .csv or .parquet, not {fmt}; change -o")
+        ctx.need_token()
         from labclient.jobs import submit_job
 
-        job = submit_job(ctx.lab, {"kind": "sql", "dataset": a.sim, "sql": query})
+        job = submit_job(ctx.lab, {"kind": "sql", "dataset": a.sim, "sql": query, "format": fmt})
         _wait(ctx, job, None)
         _fetch_one(job, fmt, Path(a.out or f"{job.id}.{fmt}"))
         return

@@ -132,12 +132,21 @@ class RemoteSimulation:
         """One halo by id (ids are unique across snapshots); its row is fetched on first use."""
         return RemoteHalo(self, int(halo_id))
 
-    def sql(self, query: str, truncate: bool = False) -> pd.DataFrame:
+    def sql(self, query: str, truncate: bool = False, into: str | None = None, job: bool = False,
+            format: str = "parquet") -> Any:
         """Read-only SQL over the tables halos, trees and snapshots.
 
         More rows than the server's cap (``info["sql"]["max_rows"]``) raise LimitError, unless ``truncate=True``
-        asks for the first rows; ``df.attrs["truncated"]`` then says whether rows were cut.
+        asks for the first rows; ``df.attrs["truncated"]`` then says whether rows were cut. ``into="name"``
+        saves the result as your MyDB table ``name`` instead and returns its description (see ``lab.mydb``);
+        ``job=True`` submits the query as a batch job (no row cap, ``format`` parquet, csv or hdf5).
         """
+        if job:
+            return self.lab.mydb.submit(query, sim=self.id, into=into, format=format)
+        if into is not None:
+            return self.lab.transport.call(
+                "POST", self._base + "/sql", body={"sql": query, "into": into}, binary=False, idempotent=True
+            )
         params = {"format": "msgpack", "truncate": "true" if truncate else "false"}
         payload = self.lab.transport.call(
             "POST", self._base + "/sql", body={"sql": query}, params=params, idempotent=True

@@ -54,9 +54,10 @@ def submit_job(lab: Lab, request: dict[str, Any], points: Any = None) -> Job:
     return Job(lab, response.json()["id"])
 
 
-def list_jobs(lab: Lab) -> list[Job]:
-    """The caller's jobs, newest first."""
-    return [Job(lab, j["id"], j) for j in lab.transport.call("GET", JOBS, binary=False)["jobs"]]
+def list_jobs(lab: Lab, shared: bool = False) -> list[Job]:
+    """The caller's jobs, newest first; ``shared`` adds those shared with the caller's groups."""
+    params = {"shared": "true"} if shared else None
+    return [Job(lab, j["id"], j) for j in lab.transport.call("GET", JOBS, binary=False, params=params)["jobs"]]
 
 
 class Job:
@@ -126,6 +127,27 @@ class Job:
         """Cancel the job (or delete a finished job's files)."""
         self.info = self.lab.transport.call("DELETE", f"{JOBS}/{self.id}", binary=False)
         return self.info
+
+    def share(self, group: str) -> list[str]:
+        """Share this job read-only with one of your groups; returns the groups it is shared with."""
+        from urllib.parse import quote
+
+        path = f"{JOBS}/{self.id}/shares/{quote(group, safe='')}"
+        return self.lab.transport.call("PUT", path, binary=False)["shared_with"]
+
+    def unshare(self, group: str) -> list[str]:
+        """Stop sharing this job with a group (at once)."""
+        from urllib.parse import quote
+
+        path = f"{JOBS}/{self.id}/shares/{quote(group, safe='')}"
+        return self.lab.transport.call("DELETE", path, binary=False)["shared_with"]
+
+    def link(self, hours: float = 24) -> dict[str, Any]:
+        """A URL that downloads this job's files without a token for ``hours``: ``{"id", "url", "expires"}``.
+        ``lab.revoke_link(link["id"])`` ends it early."""
+        return self.lab.transport.call(
+            "POST", f"{JOBS}/{self.id}/links", body={"expires_in_hours": hours}, binary=False, idempotent=False
+        )
 
     def files(self) -> list[dict[str, Any]]:
         """Result files with name, size, sha256 and format."""

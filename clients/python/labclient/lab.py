@@ -73,11 +73,47 @@ class Lab:
         """Every dataset served: id, title, kind, grid summary."""
         return self.transport.call("GET", "/api/v1/datasets", binary=False)["datasets"]
 
-    def jobs(self) -> list[Any]:
-        """This caller's batch jobs, newest first (:class:`labclient.jobs.Job` objects)."""
+    def jobs(self, shared: bool = False) -> list[Any]:
+        """This caller's batch jobs, newest first (:class:`labclient.jobs.Job` objects); ``shared=True``
+        adds the jobs shared with your groups (read-only: ``job.info["shared"]`` is True)."""
         from labclient.jobs import list_jobs
 
-        return list_jobs(self)
+        return list_jobs(self, shared=shared)
+
+    def me(self) -> dict[str, Any]:
+        """Who you are: user, token scopes, groups with roles, limits and usage (MyDB and scratch bytes,
+        running jobs, links)."""
+        from labclient.collab import me
+
+        return me(self)
+
+    @property
+    def mydb(self) -> Any:
+        """Your MyDB: ``lab.mydb.tables()``, ``.upload(df, name)``, ``.table(name)``, ``.sql(query, into=)``,
+        ``.share(name, group)`` (:class:`labclient.mydb.MyDB`)."""
+        from labclient.mydb import MyDB
+
+        return MyDB(self)
+
+    @property
+    def groups(self) -> Any:
+        """Your groups: ``lab.groups.create(name)``, ``.add(group, user, role)``, ``.remove(group, user)``,
+        ``.list()``, ``.get(name)``, ``.delete(name)`` (:class:`labclient.collab.Groups`)."""
+        from labclient.collab import Groups
+
+        return Groups(self)
+
+    def links(self) -> list[dict[str, Any]]:
+        """Your download links (``job.link(hours)`` makes one)."""
+        from labclient.collab import links
+
+        return links(self)
+
+    def revoke_link(self, link_id: str) -> dict[str, Any]:
+        """Revoke one of your links at once."""
+        from labclient.collab import revoke_link
+
+        return revoke_link(self, link_id)
 
     def dataset(self, dataset_id: str) -> RemoteDataset | RemoteSimulation:
         """Open one dataset by id (fetches its metadata and this caller's limits).

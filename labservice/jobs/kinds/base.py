@@ -39,6 +39,8 @@ class JobContext:
     task_bytes: int = 32 << 20
     points_per_task: int = 65536
     track_segment_steps: int | None = None  # None: the tracking library's own limit
+    owner: str | None = None  # the submitting token, while a job is checked, accepted and planned
+    mydb: Any = None  # labservice.datasets.mydb.MyDB of the server (points_table, the sql kind), or None
 
     def dataset(self, dataset_id: str) -> tuple[str, dict[str, Any] | None, Any]:
         """``(url, storage_options, meta)`` of a field dataset."""
@@ -80,6 +82,10 @@ class JobKind:
     def check(self, ctx: JobContext, req: Any, points: np.ndarray | None) -> int:
         """Refuse a bad request before anything runs; returns the job's output size in bytes."""
         raise NotImplementedError
+
+    def inputs(self, ctx: JobContext, req: Any, points: np.ndarray | None) -> np.ndarray | None:
+        """The job's points: those sent with it, or (a kind may override this) read from elsewhere."""
+        return points
 
     def accept(self, ctx: JobContext, job_id: str, req: Any, points: np.ndarray | None) -> None:
         """Store what the parts read besides the request (called once, after registration)."""

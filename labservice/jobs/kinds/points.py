@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from labservice.errors import OutOfDomain, unknown
+from labservice.errors import InvalidInput, OutOfDomain, StorageUnavailable, unknown
 from labservice.interpolation.operators import output_width
 from labservice.interpolation.temporal import series_length
 from labservice.jobs import parts
@@ -152,6 +152,19 @@ class PointKind(JobKind):
 class Points(PointKind):
     name = "points"
     request = PointsJobRequest
+
+    def inputs(self, ctx: JobContext, req: PointsJobRequest, points: np.ndarray | None) -> np.ndarray | None:
+        """The points sent, or those of ``points_table`` (read once, at submission: later changes to the table
+        do not change the job)."""
+        if req.points_table is None:
+            return points
+        if points is not None:
+            raise InvalidInput("send either points or points_table, not both")
+        if ctx.mydb is None:
+            raise StorageUnavailable("this server has no MyDB (no platform database), so points_table cannot be used")
+        if ctx.owner is None:
+            raise InvalidInput("points_table needs a token of a user")
+        return ctx.mydb.points(ctx.mydb.user_of_token(ctx.owner)[0], req.points_table)
 
     def check(self, ctx: JobContext, req: PointsJobRequest, points: np.ndarray | None) -> int:
         _, _, meta = ctx.dataset(req.dataset)
