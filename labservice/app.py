@@ -37,6 +37,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "labservice.routers.jobs",
     "labservice.routers.cosmology",
     "labservice.routers.zarr_http",
+    "labservice.routers.tap",
 )
 
 DESCRIPTION = """\
