@@ -38,6 +38,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "labservice.routers.jobs",
     "labservice.routers.cosmology",
     "labservice.routers.zarr_http",
+    "labservice.routers.tap",
 )
 
 DESCRIPTION = """\

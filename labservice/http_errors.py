@@ -210,6 +210,8 @@ def document_errors(schema: dict[str, Any], prefix: str = "/api/") -> dict[str, 
                 for status, text in extra.items():
                     responses.setdefault(status, {"description": text})
             for status, response in responses.items():
+                if status[0] in "45" and any(k != "application/json" for k in response.get("content", {})):
+                    continue  # a route that answers errors in its own format (TAP's VOTable error documents)
                 if status[0] in "45":
                     response.setdefault("description", "Error")
                     response["content"] = {} if method == "head" else {"application/json": {"schema": ref}}
