@@ -1,4 +1,4 @@
-"""The IVOA TAP 1.1 service at /api/v1/tap: sync and async (UWS 1.1) ADQL queries, VOSI, TAP_SCHEMA.
+"""The IVOA TAP 1.1 service at /tap: sync and async (UWS 1.1) ADQL queries, VOSI, TAP_SCHEMA.
 
 Thin: parameters are read case-insensitively from the query string and the form body (as TAP specifies),
 then handed to :mod:`labservice.datasets.tap`. A failed sync query answers a VOTable error document

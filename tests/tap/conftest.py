@@ -33,7 +33,7 @@ def settings(tap_sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Set
 
 @pytest.fixture(scope="module")
 def tap_url(server) -> str:
-    return server.url + "/api/v1/tap"
+    return server.url + "/tap"
 
 
 @pytest.fixture(scope="module")

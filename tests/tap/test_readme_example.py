@@ -24,7 +24,7 @@ pytestmark = [
 README_EXAMPLE = """\
 import pyvo, requests
 session = requests.Session(); session.headers["Authorization"] = "Bearer YOUR-TOKEN"  # async jobs need it
-tap = pyvo.dal.TAPService("http://localhost:8000/api/v1/tap", session=session)
+tap = pyvo.dal.TAPService("http://localhost:8000/tap", session=session)
 print(tap.run_sync("SELECT TOP 10 id, mass FROM cosmo64.halos WHERE snap = 30 ORDER BY mass DESC").to_table())
 print(tap.run_async("SELECT snap, COUNT(*) AS n FROM cosmo64.halos GROUP BY snap ORDER BY snap").to_table())
 """

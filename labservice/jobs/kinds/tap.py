@@ -1,4 +1,4 @@
-"""The ``tap`` job kind: one asynchronous ADQL query of the TAP service (``/api/v1/tap/async``).
+"""The ``tap`` job kind: one asynchronous ADQL query of the TAP service (``/tap/async``).
 
 One part runs the query on a worker under the job's execution duration (DuckDB interrupts it past that)
 and stores ``result.<xml|csv|parquet>``. A query that fails on its own terms (an ADQL error, the time
@@ -23,7 +23,7 @@ _services: OrderedDict[str, Any] = OrderedDict()  # per process: TAP services op
 
 
 class TapJobRequest(BaseModel):
-    """An ADQL query run asynchronously (UWS clients create these through /api/v1/tap/async)."""
+    """An ADQL query run asynchronously (UWS clients create these through /tap/async)."""
 
     model_config = ConfigDict(extra="forbid")
     kind: Literal["tap"] = "tap"
