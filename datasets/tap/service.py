@@ -210,7 +210,7 @@ def _table_body(table: str, schema: TapSchema) -> list[str]:
         if c.indexed:
             out.append("<flag>indexed</flag>")
         out.append("</column>")
-    for key_id, frm, target, desc, fc, tc in schema.keys():
+    for _key_id, frm, target, desc, fc, tc in schema.keys():
         if frm == table:
             out.append(f"<foreignKey><targetTable>{escape(target)}</targetTable><fkColumn><fromColumn>{fc}"
                        f"</fromColumn><targetColumn>{tc}</targetColumn></fkColumn>"

@@ -135,7 +135,7 @@ def test_astroquery_tapplus_sync_and_tables(tap_url):
         ("SELEC id FROM apisim.halos", 422, "syntax error"),
         (f"SELECT id, masss FROM {SIM}.halos", 422, "Did you mean 'mass'"),
         (f"SELECT id FROM {SIM}.halo", 422, f"Did you mean '{SIM}.halos'"),
-        ("SELECT id FROM halos", 422, f"qualify every table with its simulation, e.g. cosmo64.halos"),
+        ("SELECT id FROM halos", 422, "qualify every table with its simulation, e.g. cosmo64.halos"),
         (f"SELECT id FROM {SIM}.halos WHERE 1 = CONTAINS(POINT('ICRS', x, y), CIRCLE('ICRS', 10, 10, 1))", 422,
          "periodic simulation box"),
         ("", 422, "QUERY is empty"),
