@@ -115,7 +115,7 @@ class LimitsMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        prefix: str = "/api/",
+        prefix: str | tuple[str, ...] = "/api/",
         backend: LimitBackend | None = None,
         trusted_proxies: Iterable[str] = (),
     ) -> None:
