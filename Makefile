@@ -9,7 +9,7 @@ STAMP   = $(VENV)/.installed
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run test demo setup bench clean browser services
+.PHONY: run test demo setup bench clean browser services cluster
 
 setup: $(STAMP)
 
@@ -30,13 +30,20 @@ run: demo
 browser:
 	test -x $(CHROMIUM) || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-# The platform tests start their own PostgreSQL, Redis and nginx (tests/plugin/postgres.py, redis.py, nginx.py)
+# The platform tests start their own PostgreSQL, Redis and nginx (tests/plugin/postgres.py, redis.py, nginx.py),
+# and the cluster test its hosts in network namespaces (iproute2's `ip`, util-linux's `runuser`)
 # from Debian's packages (Debian keeps pg_ctl in /usr/lib/postgresql/<v>/bin); `make run` needs none of them.
 services:
 	(command -v pg_ctl || ls /usr/lib/postgresql/*/bin/pg_ctl) >/dev/null 2>&1 && command -v redis-server >/dev/null \
 	  && (command -v nginx || test -x /usr/sbin/nginx) >/dev/null \
+	  && (command -v ip || test -x /usr/sbin/ip) >/dev/null && command -v runuser >/dev/null \
 	  || (apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server nginx)
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server nginx iproute2 util-linux)
+
+# The multi-host topology of tests/cluster/ (network namespaces, so root only): builds it, prints the
+# balancer's URL and a token, and tears everything down on Ctrl-C.
+cluster: setup services
+	PYTHONPATH=$(CURDIR) $(PY) -m tests.cluster.cluster
 
 test: demo browser services
 	LABSERVICE_DEMO_DATA=$(abspath $(DATA)) $(PY) -m pytest

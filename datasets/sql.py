@@ -60,16 +60,24 @@ class SqlEngine:
         self.max_rows, self.timeout = int(max_rows), float(timeout)
         self.memory_limit, self.threads = memory_limit, int(threads)
         con = duckdb.connect(":memory:", config={"threads": self.threads})
-        con.execute("CREATE TABLE halos AS SELECT * FROM read_parquet(?)", [str(halos_parquet)])
-        columns = ", ".join('"' + c + '"' for c in TREE_VIEW_COLUMNS)
-        con.execute(f"CREATE VIEW trees AS SELECT {columns} FROM halos")
-        if snapshots is not None:
-            con.register("_snapshots_frame", snapshots)
-            con.execute("CREATE TABLE snapshots AS SELECT * FROM _snapshots_frame")
-            con.unregister("_snapshots_frame")
+        self._load(con, halos_parquet, snapshots)
         lock_down(con, memory_limit)
         self._con = con
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _load(con: duckdb.DuckDBPyConnection, halos_parquet: str | Path, snapshots: pd.DataFrame | None,
+              schema: str = "main") -> None:
+        """Create ``halos``, ``trees`` and ``snapshots`` in ``schema`` (before the lock; the TAP engine loads
+        every simulation, each in its own schema, through this)."""
+        q = f'"{schema}".'
+        con.execute(f"CREATE TABLE {q}halos AS SELECT * FROM read_parquet(?)", [str(halos_parquet)])
+        columns = ", ".join('"' + c + '"' for c in TREE_VIEW_COLUMNS)
+        con.execute(f"CREATE VIEW {q}trees AS SELECT {columns} FROM {q}halos")
+        if snapshots is not None:
+            con.register("_snapshots_frame", snapshots)
+            con.execute(f"CREATE TABLE {q}snapshots AS SELECT * FROM _snapshots_frame")
+            con.unregister("_snapshots_frame")
 
     def tables(self) -> list[str]:
         return ["halos", "snapshots", "trees"]

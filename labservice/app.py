@@ -217,7 +217,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.limits_backend = backend_from_settings(settings)
     app.add_middleware(
         LimitsMiddleware,
-        prefix="/api/",
+        prefix=("/api/", "/tap/"),  # TAP sits at /tap, where IVOA clients expect it, under the same limits
         backend=app.state.limits_backend,
         trusted_proxies=settings.trusted_proxies,
     )
@@ -230,6 +230,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from labservice.routers.health import root_router
 
     app.include_router(root_router)  # /livez, /readyz, /metrics: outside /api/, so outside the limits
+    from labservice.routers import tap
+
+    app.include_router(tap.router)  # the IVOA TAP service at /tap
     from labservice.routers import portal
 
     portal.install(app)  # the web portal's HTML pages at / and their files at /static

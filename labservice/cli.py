@@ -17,8 +17,43 @@ app.add_typer(user_app, name="user")
 db_app = typer.Typer(help="The platform database (tokens, jobs): create, migrate, import old files.",
                      no_args_is_help=True)
 app.add_typer(db_app, name="db")
+config_app = typer.Typer(help="The configuration file (--config labservice.yaml): show the effective settings.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 DataDir = Annotated[Path, typer.Option("--data", help="Folder holding the datasets.")]
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", help="A YAML file of settings (see deploy/labservice.yaml); LABSERVICE_* environment "
+                 "variables override it. Default: LABSERVICE_CONFIG.", dir_okay=False),
+]
+
+
+def _use_config(config: Path | None) -> None:
+    """Read every setting from ``config`` from now on (this process and the ones it starts), and check them
+    once here so that a wrong key or value is one clear message (exit code 2), not a traceback later."""
+    import os
+
+    from labservice.config_file import CONFIG_ENV
+
+    if config is not None:
+        os.environ[CONFIG_ENV] = str(config.resolve())
+    _load_settings()
+
+
+def _load_settings(**overrides: object):
+    from pydantic import ValidationError
+
+    from labservice.config_file import ConfigError, explain
+    from labservice.settings import Settings
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        typer.echo(f"error: {explain(exc, Settings)}", err=True)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+    raise typer.Exit(2)
 
 
 @app.command()
@@ -36,8 +71,10 @@ def serve(
         str | None,
         typer.Option(help='Path prefix a reverse proxy serves this under, e.g. "/lab" (the proxy strips it).'),
     ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Serve the HTTP API (settings also come from LABSERVICE_* environment variables)."""
+    _use_config(config)
     from labservice.app import serve as run_server
 
     run_server(host=host, port=port, data_dir=data, catalog=catalog, workers=workers, root_path=root_path)
@@ -50,11 +87,13 @@ def engine(
     scheduler: Annotated[
         str | None, typer.Option(help="Dask scheduler, tcp://host:port (default LABSERVICE_DASK_SCHEDULER).")
     ] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Run the job engine as its own process (API servers then run with LABSERVICE_ENGINE=external).
 
     Several engines may run at once, on any hosts sharing the database, the scratch store and the scheduler.
     """
+    _use_config(config)
     from labservice.jobs.service import main as run_engine
     from labservice.settings import Settings
 
@@ -67,8 +106,10 @@ def ingest(
     descriptor: Annotated[Path, typer.Argument(help="The ingest descriptor (YAML).", exists=True, dir_okay=False)],
     overwrite: Annotated[bool, typer.Option(help="Start again instead of resuming.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    config: ConfigOpt = None,
 ) -> None:
     """Turn simulation output (HDF5 files) into a labservice dataset, shard by shard, resumably."""
+    _use_config(config)
     from labservice.datasets.ingest import ingest_descriptor
 
     url = ingest_descriptor(descriptor, overwrite=overwrite, progress=progress)
@@ -82,8 +123,10 @@ def ingest_nbody_command(
     sim_id: Annotated[str | None, typer.Option("--id", help="Dataset id (default: the folder name).")] = None,
     density_grid: Annotated[int, typer.Option(help="Cells per side of the density field.")] = 64,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing dataset.")] = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Ingest N-body snapshots: Morton-ordered particles, FOF halos, merger trees, density field."""
+    _use_config(config)
     from labservice.datasets.ingest.gadget import ingest_nbody
 
     url = ingest_nbody(snapshots, dest, sim_id=sim_id, density_grid=density_grid, overwrite=overwrite)
@@ -96,8 +139,10 @@ def demo_build(
     size: Annotated[int, typer.Option(help="Grid size of the demo runs (64 or 128).")] = 64,
     only: Annotated[list[str] | None, typer.Option(help="Build only these datasets.")] = None,
     force: Annotated[bool, typer.Option(help="Rebuild even if present.")] = False,
+    config: ConfigOpt = None,
 ) -> None:
     """Build the demo datasets that are missing under --data."""
+    _use_config(config)
     from labservice.datasets.demo.build import build_demos
 
     for line in build_demos(data, size=size, only=only, force=force):
@@ -140,10 +185,12 @@ def token_create(
     scopes: Annotated[str, typer.Option(help="What it may do: some of read,jobs,mydb,share.")] = "read,jobs,mydb,share",
     expires: Annotated[float | None, typer.Option(help="Hours until it stops working (default: never).")] = None,
     token_db: TokenDb = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Issue a token and print it once (only its hash is stored)."""
     import time
 
+    _use_config(config)
     from labservice.limits import Limits
 
     if expires is not None and expires <= 0:
@@ -170,8 +217,9 @@ def token_create(
 
 
 @token_app.command("list")
-def token_list(token_db: TokenDb = None) -> None:
+def token_list(token_db: TokenDb = None, config: ConfigOpt = None) -> None:
     """List tokens: id, name, creation date, state and limits (never the secrets)."""
+    _use_config(config)
     import datetime
 
     for r in _token_store(token_db).list():
@@ -189,8 +237,9 @@ def token_list(token_db: TokenDb = None) -> None:
 
 @token_app.command("revoke")
 def token_revoke(token_id: Annotated[str, typer.Argument(help="The token id from `token list`.")],
-                 token_db: TokenDb = None) -> None:
+                 token_db: TokenDb = None, config: ConfigOpt = None) -> None:
     """Revoke a token."""
+    _use_config(config)
     _token_store(token_db).revoke(token_id)
     typer.echo(f"revoked {token_id}")
 
@@ -243,12 +292,14 @@ def db_upgrade(
         str | None, typer.Option(help="sqlite:///file or postgresql://... (default: LABSERVICE_DATABASE_URL).")
     ] = None,
     data: Annotated[Path | None, typer.Option("--data", help="The data folder (default: LABSERVICE_DATA_DIR).")] = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Create or migrate the schema, then import the old tokens.sqlite / jobs.sqlite files found (once each).
 
     Old files: LABSERVICE_TOKEN_DB and LABSERVICE_JOB_DB, or <data>/tokens.sqlite and
     <scratch>/jobs.sqlite. Safe to run again: nothing is imported twice.
     """
+    _use_config(config)
     from labservice.db import upgrade
     from labservice.settings import Settings
 
@@ -267,12 +318,29 @@ def db_upgrade(
         typer.echo(f"imported {n} {table} from {legacy[table]}")
 
 
+@config_app.command("show")
+def config_show(config: ConfigOpt = None) -> None:
+    """Print the effective settings (file, then environment on top) as YAML, with secrets masked."""
+    _use_config(config)
+    from labservice.config_file import show
+
+    typer.echo(show(_load_settings()), nl=False)
+
+
 def main() -> None:
     try:
         app()
     except Exception as exc:  # one clear line for library errors, not a traceback
+        from pydantic import ValidationError
+
         from labservice.errors import LabError
 
+        if isinstance(exc, ValidationError) and exc.title == "Settings":
+            from labservice.config_file import explain
+            from labservice.settings import Settings
+
+            typer.echo(f"error: {explain(exc, Settings)}", err=True)
+            raise SystemExit(2) from None
         if isinstance(exc, LabError):
             typer.echo(f"error: {exc.message}", err=True)
             raise SystemExit(2) from None

@@ -186,7 +186,7 @@ _BODY_ERRORS = {"413": "The body is over the size limit, or the request over thi
 _FASTAPI_VALIDATION = ("HTTPValidationError", "ValidationError")
 
 
-def document_errors(schema: dict[str, Any], prefix: str = "/api/") -> dict[str, Any]:
+def document_errors(schema: dict[str, Any], prefix: str | tuple[str, ...] = ("/api/", "/tap/")) -> dict[str, Any]:
     """Make an OpenAPI document describe the error answers this service really sends.
 
     FastAPI documents its own 422 body (``detail`` as a list); ours is ``{detail: str, code, errors}`` for
@@ -213,6 +213,8 @@ def document_errors(schema: dict[str, Any], prefix: str = "/api/") -> dict[str, 
                 for status, text in extra.items():
                     responses.setdefault(status, {"description": text})
             for status, response in responses.items():
+                if status[0] in "45" and any(k != "application/json" for k in response.get("content", {})):
+                    continue  # a route that answers errors in its own format (TAP's VOTable error documents)
                 if status[0] in "45":
                     response.setdefault("description", "Error")
                     response["content"] = {} if method == "head" else {"application/json": {"schema": ref}}

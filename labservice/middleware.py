@@ -116,7 +116,7 @@ class LimitsMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        prefix: str = "/api/",
+        prefix: str | tuple[str, ...] = "/api/",
         backend: LimitBackend | None = None,
         trusted_proxies: Iterable[str] = (),
     ) -> None:

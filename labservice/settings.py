@@ -1,4 +1,6 @@
-"""Service configuration: one settings class, read from ``LABSERVICE_*`` environment variables.
+"""Service configuration: one settings class, read from ``LABSERVICE_*`` environment variables and the
+YAML file named by ``--config`` / ``LABSERVICE_CONFIG`` (below the environment; see
+:mod:`labservice.config_file` for the order and for secrets kept in files).
 
 Nothing is read at import time; :func:`labservice.app.create_app` builds a :class:`Settings` when it is
 not handed one, so tests pass their own.
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 MIB = 1 << 20
 
@@ -23,6 +25,20 @@ class Settings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_prefix="LABSERVICE_", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Highest first: options, LABSERVICE_X, LABSERVICE_X_FILE, the YAML file, defaults.
+        from labservice.config_file import EnvFileSecretSource, YamlFileSource
+
+        return (init_settings, env_settings, EnvFileSecretSource(settings_cls), YamlFileSource(settings_cls))
 
     # -- what is served ------------------------------------------------------------------------------
     data_dir: Path | None = Field(default=None, description="Serve every dataset found under this folder.")

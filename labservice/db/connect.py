@@ -67,7 +67,9 @@ class Database:
         else:
             self.engine = sa.create_engine(
                 self.url,
-                connect_args={"connect_timeout": CONNECT_TIMEOUT},
+                # tcp_user_timeout: a request on a pooled connection to a host cut off the network fails after
+                # this long instead of waiting for TCP's retransmissions (minutes); the caller gets its 503.
+                connect_args={"connect_timeout": CONNECT_TIMEOUT, "tcp_user_timeout": CONNECT_TIMEOUT * 1000},
                 pool_pre_ping=True,  # a connection killed by a server restart is replaced, not used
                 pool_size=5,
                 max_overflow=10,

@@ -50,7 +50,12 @@ from labservice.jobs.registry import ACTIVE
 __all__ = ["JobEngine", "JobLimits"]
 
 log = logging.getLogger("labservice.jobs")
+SCHEDULER_WAIT_SECONDS = 120.0  # a job waits this long for a lost Dask scheduler before it fails
 RETRY_DRAIN_SECONDS = 120.0  # a resumed job waits this long at most for the killed attempt's tasks
+
+
+class SchedulerLost(Exception):
+    """The Dask scheduler went away (or restarted) under a running job: its futures are gone with it."""
 
 
 @dataclass
@@ -314,9 +319,16 @@ class JobEngine(JobFront):
             self._run_job(job_id, session, stop)
         except CancelledError:
             pass  # a future was cancelled between its status check and its result: cancel() cleans up
+        except SchedulerLost as exc:
+            # Handed back (the lease is released below): the next claim plans it again once the scheduler
+            # is back, and committed parts are skipped, so nothing is lost or done twice.
+            log.warning("job %s: %s; it resumes from its committed parts", job_id, exc)
         except Exception as exc:  # the job fails with the reason; the service keeps going
             if self._stopping.is_set() or stop.is_set():
                 pass  # stopped on purpose: the job resumes on the engine that holds it next
+            elif _scheduler_gone(exc):
+                log.warning("job %s: the Dask scheduler connection broke (%s); it resumes from its committed "
+                            "parts", job_id, exc)  # fmt: skip
             elif _database_down(exc):
                 log.warning("job %s: the database is unreachable (%s); it resumes when its lease expires",
                             job_id, exc)  # fmt: skip
@@ -350,6 +362,9 @@ class JobEngine(JobFront):
         if not self.registry.start(job_id, total=len(specs)):
             self.scratch.delete(job_id)  # cancelled while planning: drop the skeleton just made
             return
+        scheduler = self._scheduler_id(stop)
+        if scheduler is None:
+            return
         # One graph for all parts (map runs them in list order): the scheduler takes in a graph per
         # message, one at a time, so per-part submits left a cancel queued behind thousands of them.
         futures = self.client.map(
@@ -368,7 +383,7 @@ class JobEngine(JobFront):
             return
         completed, done, records = as_completed(futures, loop=self.client.loop, raise_errors=False), 0, []
         while not completed.is_empty():
-            finished = self._next_batch(completed, stop)
+            finished = self._next_batch(completed, stop, scheduler)
             if finished is None:
                 return
             for fut in finished:
@@ -404,7 +419,8 @@ class JobEngine(JobFront):
         with self._lock:
             if job_id in self._live:
                 self._live[job_id].futures = [fin]
-        if self._next_batch(as_completed([fin], loop=self.client.loop, raise_errors=False), stop) is None:
+        waiting = as_completed([fin], loop=self.client.loop, raise_errors=False)
+        if self._next_batch(waiting, stop, scheduler) is None:
             return
         if fin.status == "cancelled" or not self._ours(job_id):
             return
@@ -439,11 +455,50 @@ class JobEngine(JobFront):
                 raise
             log.warning("job %s: progress not recorded (%s)", job_id, exc)
 
-    def _next_batch(self, completed: Any, stop: threading.Event) -> list[Any] | None:
-        """Futures finished so far (waiting for at least one), or None when the engine or the job stops."""
+    def _scheduler_id(self, stop: threading.Event) -> str | None:
+        """The id of the scheduler the client is connected to, waiting (bounded) while it reconnects."""
+        deadline = time.monotonic() + SCHEDULER_WAIT_SECONDS
+        while not self._stopping.is_set() and not stop.is_set():
+            if self.client.status == "running":
+                return str(self.client.scheduler_info().get("id"))
+            if self.client.status == "closed" and self.scheduler:  # it gave up reconnecting: a new client
+                self._reconnect()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the Dask scheduler {self.scheduler} did not come back within "
+                                   f"{SCHEDULER_WAIT_SECONDS:.0f} s")  # fmt: skip
+            time.sleep(0.2)
+        return None
+
+    def _reconnect(self) -> None:
+        from distributed import Client
+
+        with self._lock:
+            if self.client.status != "closed":
+                return  # another job's thread got there first
+            try:
+                self.client = Client(self.scheduler, set_as_default=False, timeout=5)
+                log.info("engine %s: connected again to %s", self.engine_id, self.scheduler)
+            except (OSError, TimeoutError) as exc:
+                log.warning("engine %s: the Dask scheduler is still away (%s)", self.engine_id, exc)
+
+    def _next_batch(
+        self, completed: Any, stop: threading.Event, scheduler: str | None = None
+    ) -> list[Any] | None:
+        """Futures finished so far (waiting for at least one), or None when the engine or the job stops.
+
+        Raises :class:`SchedulerLost` when the client lost its scheduler or reconnected to a new one (a
+        restart forgets every task; a graph sent meanwhile may never arrive): the job is handed back.
+        """
+        checked = time.monotonic()
         while not self._stopping.is_set() and not stop.is_set():
             if completed.has_ready():
                 return list(completed.next_batch(block=False))
+            if scheduler is not None and time.monotonic() - checked > 0.5:
+                checked = time.monotonic()
+                if self.client.status != "running":
+                    raise SchedulerLost(f"the client lost the Dask scheduler ({self.client.status})")
+                if str(self.client.scheduler_info().get("id")) != scheduler:
+                    raise SchedulerLost("the Dask scheduler restarted")
             time.sleep(0.05)
         return None
 
@@ -477,6 +532,19 @@ class JobEngine(JobFront):
                 self.sweep()
             except Exception:  # a flaky scratch store must not kill the sweeper
                 log.exception("expiry sweep failed")
+
+
+def _scheduler_gone(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is the client's connection to the scheduler closing."""
+    from distributed.comm.core import CommClosedError
+
+    for _ in range(10):
+        if exc is None:
+            return False
+        if isinstance(exc, (CommClosedError, SchedulerLost)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _database_down(exc: BaseException) -> bool:

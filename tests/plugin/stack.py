@@ -29,6 +29,8 @@ from labservice.tokens import TokenStore
 def make_settings(served: dict[str, str] | Path, workdir: Path, **options: Any) -> Settings:
     """Settings serving ``served`` (``{id: url}`` or a data folder), with the token file in ``workdir``."""
     where = {"datasets": served} if isinstance(served, dict) else {"data_dir": served}
+    # Tokens and jobs in one SQLite file of the test's own, never in the shared demo data folder.
+    options.setdefault("job_db", workdir / "tokens.sqlite")
     return Settings(**where, token_db=workdir / "tokens.sqlite", **options)
 
 

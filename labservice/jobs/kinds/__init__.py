@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 from labservice.errors import InvalidInput, unknown
 from labservice.jobs.kinds.base import JobContext, JobKind, Plan
 
-_MODULES = ("cutout", "points", "particles", "branch", "sql")  # one line per kind: its module in this package
+_MODULES = ("cutout", "points", "particles", "branch", "tap", "sql")  # one line per kind: its module in this package
 
 KINDS: dict[str, JobKind] = {
     kind.name: kind for kind in (importlib.import_module(f"{__name__}.{m}").KIND for m in _MODULES)
