@@ -252,8 +252,10 @@ def user_create(
     max_links: Annotated[int, typer.Option(help="Download links alive at once.")] = 100,
     max_tokens: Annotated[int, typer.Option(help="Tokens alive at once (made through the API).")] = 20,
     token_db: TokenDb = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Create a user; then `labservice token create --user NAME --name WHAT` gives them a token."""
+    _use_config(config)
     from labservice.users import UserLimits, UserStore
 
     store = UserStore(_token_store(token_db).db.url)
@@ -262,8 +264,9 @@ def user_create(
 
 
 @user_app.command("list")
-def user_list(token_db: TokenDb = None) -> None:
+def user_list(token_db: TokenDb = None, config: ConfigOpt = None) -> None:
     """List users with their quotas."""
+    _use_config(config)
     from labservice.users import UserStore
 
     for u in UserStore(_token_store(token_db).db.url).list():
@@ -278,8 +281,10 @@ def user_limits(
     max_links: Annotated[int | None, typer.Option(help="Download links alive at once.")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="Tokens alive at once.")] = None,
     token_db: TokenDb = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Change a user's quotas."""
+    _use_config(config)
     from labservice.users import UserStore
 
     u = UserStore(_token_store(token_db).db.url).set_limits(name, mydb_mb=mydb_mb, max_links=max_links, max_tokens=max_tokens)

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from labservice.db.migrate import head
 from labservice.db.legacy import LEGACY_JOBS_DDL, LEGACY_TOKENS_DDL
+from labservice.db.migrate import head
 from labservice.devserver import ServerThread
 from labservice.errors import Unauthorized
 from labservice.jobs.registry import JobRegistry
