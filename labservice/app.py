@@ -11,7 +11,6 @@ import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -240,17 +239,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.openapi = _openapi_with_body_schemas(app)  # type: ignore[method-assign]
     return app
 
-
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    data_dir: Path | None = None,
-    catalog: Path | None = None,
-    workers: int | None = None,
-    root_path: str | None = None,
-) -> None:
-    """Run the service with uvicorn (``workers`` processes); the arguments override the environment
-    settings. See :mod:`labservice.serving`."""
-    from labservice.serving import run
-
-    run(host=host, port=port, data_dir=data_dir, catalog=catalog, workers=workers, root_path=root_path)

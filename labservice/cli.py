@@ -75,9 +75,9 @@ def serve(
 ) -> None:
     """Serve the HTTP API (settings also come from LABSERVICE_* environment variables)."""
     _use_config(config)
-    from labservice.app import serve as run_server
+    from labservice.serving import run
 
-    run_server(host=host, port=port, data_dir=data, catalog=catalog, workers=workers, root_path=root_path)
+    run(host=host, port=port, data_dir=data, catalog=catalog, workers=workers, root_path=root_path)
 
 
 @app.command()
