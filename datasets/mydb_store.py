@@ -19,7 +19,8 @@ from typing import Any
 
 import fsspec
 
-from labservice.errors import InvalidInput, NotFound, StorageUnavailable
+from labservice.errors import InvalidInput, NotFound
+from labservice.storage._common import store_errors
 
 _OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -144,18 +145,5 @@ class TableStore:
             )
 
 
-class _storage_errors:
-    """Connection failures of the user store become StorageUnavailable (503) naming the path."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        if exc is None or isinstance(exc, (FileNotFoundError, InvalidInput, NotFound)):
-            return False
-        if isinstance(exc, (OSError, ConnectionError, TimeoutError)) or "Connect" in type(exc).__name__:
-            raise StorageUnavailable(f"the user store is unavailable at {self.path}: {exc}") from exc
-        return False
+def _storage_errors(path: str) -> store_errors:
+    return store_errors(path, "the user store is unavailable")

@@ -49,6 +49,24 @@ def remote_errors(url: str, what: str) -> Iterator[None]:
         raise
 
 
+class store_errors:
+    """Connection failures of an fsspec store (scratch, user store) become StorageUnavailable (503), saying
+    ``"{unavailable} at {path}: {error}"``; a missing file and our own errors pass through."""
+
+    def __init__(self, path: str, unavailable: str) -> None:
+        self.path, self.unavailable = path, unavailable
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
+        if exc is None or isinstance(exc, (FileNotFoundError, InvalidInput, NotFound)):
+            return False
+        if isinstance(exc, (OSError, ConnectionError, TimeoutError)) or "Connect" in type(exc).__name__:
+            raise StorageUnavailable(f"{self.unavailable} at {self.path}: {exc}") from exc
+        return False
+
+
 def check_variable(meta: DatasetMeta, variable: str) -> None:
     if variable not in meta.variables:
         raise unknown("variable", variable, meta.variables)

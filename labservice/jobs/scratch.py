@@ -21,7 +21,8 @@ from typing import Any
 
 import fsspec
 
-from labservice.errors import InvalidInput, NotFound, StorageUnavailable
+from labservice.errors import InvalidInput, NotFound
+from labservice.storage._common import store_errors
 
 HASH_BLOCK = 4 << 20
 
@@ -266,18 +267,5 @@ def _copy(src: str, dest: str) -> None:
     os.unlink(src)
 
 
-class _storage_errors:
-    """Turn connection failures into StorageUnavailable with the path in the message."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: object) -> bool:
-        if exc is None or isinstance(exc, (FileNotFoundError, InvalidInput, NotFound)):
-            return False
-        if isinstance(exc, (OSError, ConnectionError, TimeoutError)) or "Connect" in type(exc).__name__:
-            raise StorageUnavailable(f"scratch store unavailable at {self.path}: {exc}") from exc
-        return False
+def _storage_errors(path: str) -> store_errors:
+    return store_errors(path, "scratch store unavailable")
