@@ -11,7 +11,6 @@ validated parts only and checked again before any path is formed: nothing a call
 from __future__ import annotations
 
 import io
-import os
 import posixpath
 import re
 import uuid
@@ -20,7 +19,7 @@ from typing import Any
 import fsspec
 
 from labservice.errors import InvalidInput, NotFound
-from labservice.storage._common import store_errors
+from labservice.storage._common import store_errors, write_atomic
 
 _OWNER_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 TABLE_RE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -87,14 +86,7 @@ class TableStore:
         """Write one table version atomically."""
         final = self.path(key)
         with _storage_errors(final):
-            if self.local:
-                self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-                tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, final)
-            else:
-                self.fs.pipe_file(final, data)
+            write_atomic(self.fs, self.local, final, data)
 
     def get(self, key: str) -> bytes:
         p = self.path(key)

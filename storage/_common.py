@@ -49,6 +49,21 @@ def remote_errors(url: str, what: str) -> Iterator[None]:
         raise
 
 
+def write_atomic(fs: Any, local: bool, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so readers see the old file or the new one, never a part (locally a
+    temporary file and a rename, no fsync: not power-loss durable; object stores put whole objects)."""
+    if local:
+        import uuid
+
+        fs.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
 class store_errors:
     """Connection failures of an fsspec store (scratch, user store) become StorageUnavailable (503), saying
     ``"{unavailable} at {path}: {error}"``; a missing file and our own errors pass through."""

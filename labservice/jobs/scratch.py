@@ -22,7 +22,7 @@ from typing import Any
 import fsspec
 
 from labservice.errors import InvalidInput, NotFound
-from labservice.storage._common import store_errors
+from labservice.storage._common import store_errors, write_atomic
 
 HASH_BLOCK = 4 << 20
 
@@ -104,15 +104,7 @@ class Scratch:
         """Write ``data`` atomically to ``name`` and return its size and checksum."""
         final = self.path(job_id, name)
         with _storage_errors(final):
-            if self.local:
-                self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
-                tmp = f"{final}.tmp-{uuid.uuid4().hex}"
-                # Atomic for readers and against a killed process (no fsync: not power-loss durable).
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, final)
-            else:
-                self.fs.pipe_file(final, data)
+            write_atomic(self.fs, self.local, final, data)
         return FileEntry(name, len(data), hashlib.sha256(data).hexdigest())
 
     def put_parts(self, job_id: str, name: str, parts: list[bytes | memoryview]) -> FileEntry:
