@@ -8,8 +8,10 @@ arrive, before anything is parsed.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import msgpack
@@ -42,6 +44,7 @@ _MAX_DIMS = 8
 # so that one large JSON request does not stall everybody else's small ones.
 _INLINE_BYTES = 256 << 10
 _VIEW_BYTES = 64 << 10  # arrays from this size go out as views of their own memory, not copies
+_MAX_MAP_DEPTH = 32  # maps nested deeper in a big msgpack body are refused
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -112,14 +115,104 @@ def _array_from_msgpack(obj: dict[str, Any]) -> np.ndarray:
         or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape)
     ):
         raise InvalidInput(f"an array's shape must be a list of non-negative integers; got {shape!r}")
-    if not isinstance(data, (bytes, bytearray)):
+    if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InvalidInput("an array's data must be msgpack binary (raw little-endian bytes)")
     expected = math.prod(shape) * dtype.itemsize
-    if len(data) != expected:
+    if memoryview(data).nbytes != expected:
         raise InvalidInput(
-            f"an array of shape {list(shape)} and dtype {dtype.name} needs {expected} bytes of data; got {len(data)}"
+            f"an array of shape {list(shape)} and dtype {dtype.name} needs {expected} bytes of data; "
+            f"got {memoryview(data).nbytes}"
         )
     return np.frombuffer(data, dtype=dtype.newbyteorder("<")).reshape(shape)
+
+
+# -- zero-copy decoding of big bodies (the same walker as labclient.codec: two distributions) -------
+class _SliceReader:
+    """A file-like view of a buffer from an offset, for ``msgpack.Unpacker`` (copies only what it reads)."""
+
+    def __init__(self, buf: memoryview, pos: int) -> None:
+        self.buf, self.pos = buf, pos
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.buf) if n < 0 else min(len(self.buf), self.pos + n)
+        out = bytes(self.buf[self.pos : end])
+        self.pos = end
+        return out
+
+
+def _header(buf: memoryview, pos: int, size: int) -> int:
+    if pos + 1 + size > len(buf):
+        raise ValueError("msgpack data ends inside a header")
+    return int.from_bytes(buf[pos + 1 : pos + 1 + size], "big")
+
+
+def _map_header(buf: memoryview, pos: int) -> tuple[int, int] | None:
+    """(entries, position after the header) when a map starts at ``pos``, else None."""
+    t = buf[pos]
+    if 0x80 <= t <= 0x8F:
+        return t & 0x0F, pos + 1
+    if t in (0xDE, 0xDF):
+        size = 2 if t == 0xDE else 4
+        return _header(buf, pos, size), pos + 1 + size
+    return None
+
+
+def _bin_header(buf: memoryview, pos: int) -> tuple[int, int] | None:
+    """(length, start of the bytes) when a bin starts at ``pos``, else None."""
+    size = {0xC4: 1, 0xC5: 2, 0xC6: 4}.get(buf[pos])
+    if size is None:
+        return None
+    n, start = _header(buf, pos, size), pos + 1 + size
+    if start + n > len(buf):
+        raise ValueError("msgpack data ends inside a binary value")
+    return n, start
+
+
+def unpack_views(
+    data: Any,
+    object_hook: Callable[[dict[Any, Any]], Any] | None = None,
+    min_view: int = _VIEW_BYTES,
+    max_depth: int = _MAX_MAP_DEPTH,
+) -> Any:
+    """Decode msgpack like ``msgpack.unpackb(data, raw=False)``, but every binary value of at least
+    ``min_view`` bytes inside maps comes back as a memoryview of ``data`` (no copy; writable when ``data``
+    is). Maps are walked here; any other value (lists, strings, numbers, small bins) is decoded by msgpack.
+    Raises ValueError (or msgpack's own errors) on malformed data, including trailing bytes.
+    """
+    buf = memoryview(data).cast("B")
+
+    def value(pos: int, depth: int) -> tuple[Any, int]:
+        if pos >= len(buf):
+            raise ValueError("msgpack data ends early")
+        head = _map_header(buf, pos)
+        if head is not None:
+            if depth >= max_depth:
+                raise ValueError(f"msgpack maps nested deeper than {max_depth}")
+            count, pos = head
+            if count > len(buf) - pos:
+                raise ValueError("msgpack map longer than the data")
+            out: dict[Any, Any] = {}
+            for _ in range(count):
+                key, pos = value(pos, depth + 1)
+                if not isinstance(key, (str, bytes)):
+                    raise ValueError(f"msgpack map keys must be strings; got {type(key).__name__}")
+                out[key], pos = value(pos, depth + 1)
+            return (object_hook(out) if object_hook else out), pos
+        binary = _bin_header(buf, pos)
+        if binary is not None and binary[0] >= min_view:
+            n, start = binary
+            return buf[start : start + n], start + n
+        unpacker = msgpack.Unpacker(
+            _SliceReader(buf, pos), raw=False, object_hook=object_hook, read_size=4096,
+            max_buffer_size=max(len(buf), 4096),
+        )
+        obj = unpacker.unpack()
+        return obj, pos + unpacker.tell()
+
+    obj, end = value(0, 0)
+    if end != len(buf):
+        raise ValueError(f"{len(buf) - end} bytes of extra data after the msgpack value")
+    return obj
 
 
 def _object_hook(obj: dict[str, Any]) -> Any:
@@ -134,7 +227,10 @@ def decode_body(raw: bytes | memoryview, content_type: str | None) -> dict[str, 
         raise InvalidInput("the request body is empty; send a JSON or msgpack object")
     if is_msgpack(content_type):
         try:
-            body = msgpack.unpackb(raw, object_hook=_object_hook, raw=False, strict_map_key=True)
+            if isinstance(raw, memoryview):  # a big body read into one buffer: arrays as views of it
+                body = unpack_views(raw, object_hook=_object_hook)
+            else:
+                body = msgpack.unpackb(raw, object_hook=_object_hook, raw=False, strict_map_key=True)
         except InvalidInput:
             raise
         except Exception as exc:  # msgpack raises several unrelated classes for bad bytes
@@ -272,6 +368,53 @@ class PiecesResponse(Response):
             await send({"type": "http.response.body", "body": piece, "more_body": i < len(pieces) - 1})
         if not pieces:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+class StreamedResponse(Response):
+    """A body sent as ``first`` and then each piece of ``rest``, pulled in a worker thread and sent as it is
+    (bytes or a memoryview: never joined or copied). With ``length`` it carries a Content-Length, so the
+    server writes each piece straight to the socket (chunked encoding would copy every piece to frame it).
+    ``close`` runs once the body is sent or the send failed (it ends the iterator, removes temporary files).
+    """
+
+    def __init__(
+        self,
+        first: bytes | memoryview,
+        rest: Iterator[bytes | memoryview],
+        length: int | None,
+        media_type: str,
+        headers: dict[str, str] | None = None,
+        close: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(b"", media_type=media_type, headers=headers)
+        del self.headers["content-length"]
+        if length is not None:
+            self.headers["content-length"] = str(length)
+        self.first, self.rest, self.close = first, rest, close
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        # uvicorn drops what is sent after the client left: stop reading then, instead of reading on.
+        left = asyncio.ensure_future(_disconnected(receive))
+        try:
+            start = {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+            await send(start)
+            piece: bytes | memoryview | None = None if scope.get("method") == "HEAD" else self.first
+            while piece is not None and not left.done():
+                if memoryview(piece).nbytes:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+                piece = await run_in_threadpool(next, self.rest, None)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            left.cancel()
+            self.first = b""
+            if self.close is not None:
+                await run_in_threadpool(self.close)
+
+
+async def _disconnected(receive: Any) -> None:
+    """Return when the client has gone (or the response is complete, which uvicorn reports alike)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def encode(payload: dict[str, Any], msgpack_wanted: bool, status_code: int = 200) -> Response:

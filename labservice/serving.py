@@ -74,6 +74,9 @@ def _run_uvicorn(settings: Settings, overrides: dict[str, Any], host: str, port:
 
     # X-Forwarded-For is read by the limits middleware, from settings.trusted_proxies only: uvicorn's own
     # proxy-header handling (which trusts 127.0.0.1 by default) is off.
+    # loop and http stay "auto": uvloop and httptools (uvicorn[standard]). Measured against uvicorn's
+    # h11 + asyncio and against granian on the bulk paths (25 MB cutouts, 10^6 points), they were the
+    # fastest: uvloop writes a memoryview body without copying it.
     options: dict[str, Any] = {
         "host": host,
         "port": port,

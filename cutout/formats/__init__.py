@@ -19,11 +19,14 @@ import pkgutil
 
 from labservice.cutout.formats.api import (
     STREAM_CHUNK,
+    EncodedCutout,
     default_name,
     encode_cutout,
     iter_encoded,
     iter_layout,
     iter_source,
+    map_file,
+    open_cutout,
     stream_cutout,
     to_xarray,
     write_cutout,
@@ -55,6 +58,7 @@ FormatInfo = Format  # the older name
 __all__ = [
     "FORMATS",
     "STREAM_CHUNK",
+    "EncodedCutout",
     "Format",
     "accepted_names",
     "FormatInfo",
@@ -69,6 +73,8 @@ __all__ = [
     "iter_layout",
     "iter_source",
     "job_formats",
+    "map_file",
+    "open_cutout",
     "pack_array",
     "register",
     "stream_cutout",

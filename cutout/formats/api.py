@@ -6,10 +6,13 @@ format's writer or encoder, so all paths (the /cutout route, jobs, the Python AP
 
 from __future__ import annotations
 
+import math
+import mmap
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -133,6 +136,71 @@ def stream_cutout(
     :func:`labservice.cutout.cutout_nbytes` against the caller's limits.
     """
     return iter_source(BlockSource.of_reader(reader, layout, max_bytes=max_bytes), fmt, name, chunk_size)
+
+
+@dataclass
+class EncodedCutout:
+    """A cutout ready to send: its first piece, the pieces after it, and the byte count when known.
+
+    Pieces are bytes or memoryviews of the data itself (never copies); the first is ready, so errors
+    found while starting come before any byte is sent. Call :meth:`close` when done (it ends ``rest`` and
+    removes any temporary file).
+    """
+
+    first: bytes | memoryview
+    rest: Iterator[bytes | memoryview] = field(default_factory=lambda: iter(()))
+    length: int | None = None
+
+    def close(self) -> None:
+        close = getattr(self.rest, "close", None)
+        if close is not None:
+            close()
+
+
+def map_file(path: str | os.PathLike[str]) -> bytes | memoryview:
+    """A read-only view of a whole file, mapped from the page cache (no copy; the mapping stays valid
+    after the file is deleted and is released with the last reference to the view)."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return b""
+    with open(path, "rb") as fh:
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)  # map all pages now: no fault per page
+        return memoryview(mmap.mmap(fh.fileno(), size, flags=flags, prot=mmap.PROT_READ))
+
+
+def open_cutout(
+    reader: Any, layout: CutoutLayout, fmt: str, name: str | None = None, max_bytes: int = 64 * 2**20
+) -> EncodedCutout:
+    """Start encoding a cutout read from storage, for sending: what :func:`stream_cutout` streams, in
+    pieces without copies and with the length known up front where it can be.
+
+    A streaming format (npy, msgpack) is encoded up to its first piece; its length is known when the
+    format says the rest is raw data (``Format.raw_tail``). A file format (hdf5, netcdf, zarr, zip) is
+    written whole to a temporary file, which is mapped and deleted: one view of the page cache goes
+    out, with its exact length.
+    """
+    f = get_format(fmt)
+    stem = name or default_name(layout)
+    source = BlockSource.of_reader(reader, layout, max_bytes=max_bytes)
+    if f.encode is not None:
+        body = EncodedCutout(b"", iter(f.encode(source, stem)))
+        try:
+            body.first = next(body.rest, b"")
+        except BaseException:
+            body.close()
+            raise
+        if f.raw_tail:
+            data = sum(4 * math.prod(layout.shape(p)) for p in layout.plans)  # float32 (see planes)
+            body.length = memoryview(body.first).nbytes + data
+        return body
+    tmp = tempfile.mkdtemp(prefix="cutout-")
+    try:
+        path = Path(tmp) / f"{stem}{f.suffix}"
+        write_source(source, f.name, path)
+        view = map_file(path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return EncodedCutout(view, length=len(view))
 
 
 def to_xarray(cutouts: Cutout | Sequence[Cutout]) -> Any:

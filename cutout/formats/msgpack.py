@@ -32,7 +32,7 @@ def unpack_array(d: dict[str, Any]) -> np.ndarray:
     return np.frombuffer(d["data"], dtype=dtype).reshape(shape)
 
 
-def encode_msgpack(source: BlockSource, stem: str) -> Iterator[bytes]:
+def encode_msgpack(source: BlockSource, stem: str) -> Iterator[bytes | memoryview]:
     layout = source.layout
     one_variable(layout, "msgpack")
     plan = layout.region
@@ -61,7 +61,7 @@ def encode_msgpack(source: BlockSource, stem: str) -> Iterator[bytes]:
     out += packer.pack("data") + b"\xc6" + nbytes.to_bytes(4, "big")
     yield bytes(out)
     for block in planes(source):
-        yield block.tobytes()
+        yield memoryview(block).cast("B")  # the block's own bytes: no copy
 
 
 def decode_msgpack(payload: bytes) -> dict[str, Any]:
@@ -82,5 +82,6 @@ FORMAT = register(
         "msgpack (one variable; arrays as raw bytes)",
         encode=encode_msgpack,
         order=70,
+        raw_tail=True,
     )
 )

@@ -12,7 +12,7 @@ from labservice.cutout.formats.registry import Format, register
 from labservice.cutout.layout import BlockSource
 
 
-def encode_npy(source: BlockSource, stem: str) -> Iterator[bytes]:
+def encode_npy(source: BlockSource, stem: str) -> Iterator[bytes | memoryview]:
     layout = source.layout
     one_variable(layout, "npy")
     header = io.BytesIO()
@@ -20,9 +20,10 @@ def encode_npy(source: BlockSource, stem: str) -> Iterator[bytes]:
     np.lib.format.write_array_header_2_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
     yield header.getvalue()
     for block in planes(source):
-        yield block.tobytes()
+        yield memoryview(block).cast("B")  # the block's own bytes: no copy
 
 
 FORMAT = register(
-    Format("npy", "application/octet-stream", ".npy", "npy (one variable)", encode=encode_npy, order=60)
+    Format("npy", "application/octet-stream", ".npy", "npy (one variable)", encode=encode_npy, order=60,
+           raw_tail=True)
 )

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from labservice.cutout.layout import BlockSource
 
 Writer = Callable[["BlockSource", Path], list[Path]]
-Encoder = Callable[["BlockSource", str], Iterator[bytes]]
+Encoder = Callable[["BlockSource", str], Iterator[bytes | memoryview]]
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class Format:
         The format this one only accompanies (the XDMF text of an HDF5 file); left out of download menus.
     order : int
         Position in every list shown to users.
+    raw_tail : bool
+        Whether everything after the encoder's first piece is the float32 data of every variable and
+        nothing else, so the body's length is known once the first piece is (npy, msgpack).
     """
 
     name: str
@@ -55,6 +58,7 @@ class Format:
     jobs: bool = False
     sidecar_of: str | None = None
     order: int = 100
+    raw_tail: bool = False
 
     @property
     def streams(self) -> bool:

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Depends, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
-from labservice.cutout.formats import FORMATS, check_format, default_name, stream_cutout
+from labservice.cutout.formats import FORMATS, check_format, default_name, open_cutout
 from labservice.cutout.layout import layout_for
 from labservice.cutout.quicklook import component_index, cutout_slice_png, plane_ranges
 from labservice.cutout.region import plan_cutout, time_index
-from labservice.routers.deps import DatasetDep, LimitsDep
+from labservice.encoding import StreamedResponse
+from labservice.routers.deps import DatasetDep, LimitsDep, SettingsDep
 from labservice.routers.params import CutoutQuery, SliceQuery
 
 router = APIRouter(tags=["cutouts"])
@@ -46,27 +47,25 @@ async def cutout(
     request: Request,
     limits: LimitsDep,
     q: Annotated[CutoutQuery, Depends()],
-) -> StreamingResponse:
+) -> Response:
     """A subvolume of one variable at one stored time, streamed in the requested format."""
     fmt = check_format(q.format)
     plan = plan_cutout(ds.meta, q.variable, q.x, q.y, q.z)
     t_index = time_index(ds.meta, q.time)
     limits.cutout(plan.nbytes, _job_hint(dataset_id, q))
     layout = layout_for(ds.reader, plan, t_index)
-    stream = stream_cutout(ds.reader, layout, fmt)
-    # Pull the first piece here, so that errors found while starting still become a 4xx JSON answer.
-    first = await run_in_threadpool(next, stream, b"")
+    # Encode up to the first piece (a file format: the whole file) in a worker thread; errors found while
+    # starting still become a 4xx JSON answer.
+    body = await run_in_threadpool(open_cutout, ds.reader, layout, fmt)
     info = FORMATS[fmt]
-
-    def pieces() -> Any:
-        yield first
-        yield from stream
-
     filename = default_name(layout) + info.suffix
-    return StreamingResponse(
-        pieces(),
+    return StreamedResponse(
+        body.first,
+        body.rest,
+        body.length,
         media_type=info.media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        close=body.close,
     )
 
 
@@ -90,6 +89,7 @@ async def slice_png(
     ds: DatasetDep,
     request: Request,
     limits: LimitsDep,
+    settings: SettingsDep,
     q: Annotated[SliceQuery, Depends()],
 ) -> Response:
     """A quick-look colour image of one plane of one component, with axes and a colour bar."""
@@ -98,5 +98,6 @@ async def slice_png(
     comp = component_index(plan.components, q.component)
     limits.cutout(plan.nbytes, "ask for a strided cutout instead")
     options = {"cmap": q.cmap, "vmin": q.vmin, "vmax": q.vmax, "width_px": q.width}
+    options["renderer"] = settings.quicklook_renderer
     png = await run_in_threadpool(_render_plane, ds, plan, t_index, q.axis, comp, options)
     return Response(png, media_type="image/png")

@@ -58,12 +58,20 @@ def points_body(
     return body, 1 if times is None else _series_count(times)
 
 
+def _join(arrays: list[np.ndarray], axis: int) -> np.ndarray:
+    """The batches' arrays end to end, writable; one writable batch (a view of the buffer its answer was
+    read into) is returned as it is, without a copy."""
+    if len(arrays) == 1:
+        return arrays[0] if arrays[0].flags.writeable else arrays[0].copy()
+    return np.concatenate(arrays, axis=axis)
+
+
 def join_points(parts: list[dict[str, Any]], series: bool) -> dict[str, Any]:
     """One answer from the batches' answers, in input order."""
-    values = np.concatenate([np.asarray(p["values"]) for p in parts], axis=1 if series else 0)
+    values = _join([np.asarray(p["values"]) for p in parts], axis=1 if series else 0)
     clipped = None
     if all(p.get("clipped") is not None for p in parts):
-        clipped = np.concatenate([np.asarray(p["clipped"], dtype=bool) for p in parts], axis=0)
+        clipped = _join([np.asarray(p["clipped"], dtype=bool) for p in parts], axis=0)
     return {
         "values": values,
         "components": parts[0]["components"],
@@ -91,7 +99,7 @@ def track_body(
 
 
 def join_paths(parts: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    positions = np.concatenate([np.asarray(p["positions"]) for p in parts], axis=1)
+    positions = _join([np.asarray(p["positions"]) for p in parts], axis=1)
     return positions, np.asarray(parts[0]["times"], dtype=np.float64)
 
 
@@ -322,7 +330,7 @@ class RemoteDataset:
         pts = self._as_points(points)
         body = {"variable": variable, "time": float(time), "width": float(width), "operator": operator}
         parts = self._batched("filter", pts, 1, body, progress, batch_size)
-        return np.concatenate([np.asarray(p["values"]) for p in parts], axis=0)
+        return _join([np.asarray(p["values"]) for p in parts], axis=0)
 
     def threshold(
         self,
