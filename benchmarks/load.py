@@ -10,6 +10,10 @@ The server runs as a separate process (``labservice serve``), as in production, 
 Usage::
 
     python benchmarks/load.py [--clients 50] [--duration 120] [--quick]   # --quick: 10 clients x 10 s
+
+slice.png before and after: unless ``--no-slice-ab``, a first server runs the same load with the
+matplotlib renderer (``LABSERVICE_QUICKLOOK_RENDERER=matplotlib``, the old one); the main run uses the
+fast one. Both figures are printed side by side, with each renderer's cost for one image with no load.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def _points_body(rng: random.Random, n: int) -> bytes:
     return msgpack.packb(body, use_bin_type=True)
 
 
-def _request(op: str, rng: random.Random) -> tuple[str, str, dict[str, Any]]:
+def _request(op: str, rng: random.Random, scrub: bool = False) -> tuple[str, str, dict[str, Any]]:
     """method, path, httpx keyword arguments of one operation of the mix."""
     if op == "points":
         body = _points_body(rng, rng.choice([100, 500, 2000]))
@@ -86,12 +90,15 @@ def _request(op: str, rng: random.Random) -> tuple[str, str, dict[str, Any]]:
         sql = "select id, mass from halos where snap = 30 order by mass desc limit 10"
         return "POST", "/datasets/cosmo64/sql", {"json": {"sql": sql}}
     if op == "slice":
-        return "GET", "/datasets/isotropic64/slice.png", {"params": {"variable": "pressure", "time": 6.0}}
+        params = {"variable": "pressure", "time": 6.0}
+        if scrub:  # as the portal's slider does: a new plane (so a new title and colour limits) each time
+            params["index"] = rng.randrange(64)
+        return "GET", "/datasets/isotropic64/slice.png", {"params": params}
     return "GET", "/health", {}
 
 
 async def _client(
-    http: httpx.AsyncClient, token: str, seed: int, deadline: float, rec: Record, jobs: bool
+    http: httpx.AsyncClient, token: str, seed: int, deadline: float, rec: Record, jobs: bool, scrub: bool
 ) -> None:
     rng = random.Random(seed)
     ops, weights = list(MIX), list(MIX.values())
@@ -103,7 +110,7 @@ async def _client(
             job_id = await _job_step(http, auth, rng, rec, job_id)
             next_job = time.monotonic() + (1.0 if job_id else 10.0)
         op = rng.choices(ops, weights)[0]
-        method, path, kw = _request(op, rng)
+        method, path, kw = _request(op, rng, scrub)
         kw["headers"] = {**kw.get("headers", {}), **auth}
         t0 = time.perf_counter()
         try:
@@ -152,27 +159,33 @@ def _rss_sampler(pid: int | None, stop: threading.Event, out: list[tuple[float, 
         stop.wait(1.0)
 
 
-async def _run_async(url: str, tokens: list[str], duration: float, seed: int) -> Record:
+async def _run_async(url: str, tokens: list[str], duration: float, seed: int, scrub: bool) -> Record:
     rec = Record()
     deadline = time.monotonic() + duration
     limits = httpx.Limits(max_connections=len(tokens) + 4, max_keepalive_connections=len(tokens) + 4)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as http:
         await asyncio.gather(
-            *(_client(http, tok, seed + i, deadline, rec, jobs=i < 2) for i, tok in enumerate(tokens))
+            *(_client(http, tok, seed + i, deadline, rec, i < 2, scrub) for i, tok in enumerate(tokens))
         )
     return rec
 
 
 def run_load(
-    url: str, tokens: list[str], duration: float, server_pid: int | None = None, seed: int = 0
+    url: str,
+    tokens: list[str],
+    duration: float,
+    server_pid: int | None = None,
+    seed: int = 0,
+    scrub: bool = False,
 ) -> dict:
-    """Run ``len(tokens)`` clients for ``duration`` seconds against ``url``; return the summary."""
+    """Run ``len(tokens)`` clients for ``duration`` seconds against ``url``; return the summary.
+    ``scrub``: each slice.png asks for a random plane instead of always the first."""
     samples: list[tuple[float, float]] = []
     stop = threading.Event()
     sampler = threading.Thread(target=_rss_sampler, args=(server_pid, stop, samples), daemon=True)
     sampler.start()
     t0 = time.perf_counter()
-    rec = asyncio.run(_run_async(url, tokens, duration, seed))
+    rec = asyncio.run(_run_async(url, tokens, duration, seed, scrub))
     wall = time.perf_counter() - t0
     stop.set()
     sampler.join(5)
@@ -243,31 +256,102 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 clients for 10 s")
     parser.add_argument("--data", type=Path, default=Path(os.environ.get("LABSERVICE_DEMO_DATA", "data")))
     parser.add_argument("--json", type=Path, help="also write the summary here")
+    parser.add_argument(
+        "--no-slice-ab", dest="slice_ab", action="store_false",
+        help="skip the second server that runs the same load with the matplotlib slice renderer",
+    )  # fmt: skip
+    parser.add_argument(
+        "--slice-scrub", action="store_true",
+        help="each slice.png asks for a random z plane (new title and colour limits), as the portal's slider",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.clients, args.duration = 10, 10.0
-    from labservice.devserver import ServeProcess
+    from ceilings import load
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         tokens = make_tokens(work / "tokens.sqlite", args.clients)
         env = {"LABSERVICE_TOKEN_DB": str(work / "tokens.sqlite"), "LABSERVICE_SCRATCH_URL": str(work / "scratch"),
                "LABSERVICE_CACHE_BYTES": str(256 * MIB)}  # fmt: skip
-        with ServeProcess(args.data.resolve(), env, work / "serve.log").wait_ready(180.0) as server:
-            url = server.url
-            load_before = os.getloadavg()
-            run_load(url, tokens[:2], 5.0, server.pid, seed=98)  # compile kernels, fill imports, warm caches
-            # The peer: the same mix from one client, for the scaling ratio.
+        before = None
+        if args.slice_ab:  # "before": the same load on a server drawing slice.png with matplotlib
+            old = {**env, "LABSERVICE_QUICKLOOK_RENDERER": "matplotlib"}
+            before = _serve_and_load(args, tokens, work, old)
+            before["load"] = load()
+        fast = {**env, "LABSERVICE_QUICKLOOK_RENDERER": "fast"}
+        result = _serve_and_load(args, tokens, work, fast, peer=True)
+        result["load"] = load()
+    _print(result)
+    if before is not None:
+        result["slice_ab"] = _slice_ab(before, result, args.slice_scrub)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+def _serve_and_load(
+    args: Any, tokens: list[str], work: Path, env: dict[str, str], peer: bool = False
+) -> dict:
+    """Start a server with ``env``, warm it, optionally run the 1-client peer, then the load."""
+    from labservice.devserver import ServeProcess
+
+    with ServeProcess(args.data.resolve(), env, work / "serve.log").wait_ready(180.0) as server:
+        url = server.url
+        load_before = os.getloadavg()
+        run_load(url, tokens[:2], 5.0, server.pid, seed=98)  # compile kernels, fill imports, warm caches
+        if peer:  # the same mix from one client, for the scaling ratio
             single = run_load(url, tokens[:1], min(10.0, args.duration), server.pid, seed=99)
-            result = run_load(url, tokens, args.duration, server.pid)
+        result = run_load(url, tokens, args.duration, server.pid, scrub=args.slice_scrub)
+        if peer:
             result["single_client_rps"] = single["throughput_rps"]
             result["scaling_vs_one_client"] = round(
                 result["throughput_rps"] / max(single["throughput_rps"], 1e-9), 2
             )
-            result["loadavg_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
-    _print(result)
-    if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        result["loadavg_before_after"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
+    return result
+
+
+def _slice_ab(before: dict, after: dict, scrub: bool) -> dict:
+    """Print slice.png under the same load with each renderer, and each renderer's cost in this process
+    with no load (the floor a loaded request can approach)."""
+    from ceilings import best, load
+
+    from labservice.cutout.quicklook import render_slice_png
+
+    x = np.linspace(0, TWO_PI, 64, endpoint=False)  # the benchmark's plane: 64 x 64, the default look
+    plane = np.sin(x[None, :]) * np.cos(x[:, None])
+    look = {"extent": (0, TWO_PI, 0, TWO_PI), "title": "isotropic64 pressure p, z = 0, t = 6", "units": ""}
+    solo = {}
+    for renderer in ("matplotlib", "fast"):
+        render_slice_png(plane, **look, renderer=renderer)  # imports, frame cache
+        solo[renderer] = best(lambda r=renderer: render_slice_png(plane, **look, renderer=r), 5) * 1e3
+    frames = iter(range(1, 1000))  # the portal's scrubbing: each plane has a new title and new limits
+
+    def next_plane() -> bytes:
+        i = next(frames)
+        return render_slice_png(plane * (1 + 1e-3 * i), **(look | {"title": f"z = {i}"}), renderer="fast")
+
+    solo["fast, new title and limits"] = best(next_plane, 5) * 1e3
+    out = {"solo_ms": {k: round(v, 1) for k, v in solo.items()}}
+    planes = "a random z plane each" if scrub else "always the same plane"
+    print(f"\nslice.png under the same load (same seed and mix; {planes}), before and after:")
+    for name, r, renderer in (("before", before, "matplotlib"), ("after", after, "fast")):
+        op = r["operations"].get("slice", {"count": 0, "p50_ms": float("nan"), "p99_ms": float("nan")})
+        others = [o["p50_ms"] for k, o in r["operations"].items() if k in ("points", "cutout", "metadata")]
+        out[name] = {"p50_ms": op["p50_ms"], "p99_ms": op["p99_ms"], "count": op["count"]}
+        lo, hi = min(others, default=0), max(others, default=0)
+        print(f"  {name:6s} {renderer:10s} p50 {op['p50_ms']:7.1f} ms  p99 {op['p99_ms']:7.1f} ms  "
+              f"(n={op['count']}; points/cutout/metadata p50 {lo:.0f}-{hi:.0f} "
+              f"ms; {r['requests']} requests, {r['throughput_rps']} req/s; {r['load']})")  # fmt: skip
+    b, a = out["before"], out["after"]
+    print(f"  after/before: p50 {a['p50_ms'] / b['p50_ms']:.3f}, p99 {a['p99_ms'] / b['p99_ms']:.3f}; "
+          f"target p50 <= 100 ms: {'met' if a['p50_ms'] <= 100 else 'NOT met'}")  # fmt: skip
+    fresh = solo["fast, new title and limits"]
+    print(f"  one image in this process, no request running (best of 5): matplotlib {solo['matplotlib']:.1f} ms, "
+          f"fast {solo['fast']:.1f} ms (x{solo['matplotlib'] / solo['fast']:.0f}), fast with a new title and "
+          f"limits {fresh:.1f} ms (x{solo['matplotlib'] / fresh:.0f}); loaded p50 / alone: "
+          f"before {b['p50_ms'] / solo['matplotlib']:.1f}, after {a['p50_ms'] / solo['fast']:.1f}; {load()}")  # fmt: skip
+    return out
 
 
 def _print(r: dict) -> None:

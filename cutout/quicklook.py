@@ -2,13 +2,16 @@
 ``slice.png`` route and :func:`cutout_slice_png` in notebooks.
 
 Figures are built with :class:`matplotlib.figure.Figure` and the Agg canvas directly, never through
-``pyplot``, so no global figure state is shared between threads or leaks between requests.
+``pyplot``, so no global figure state is shared between threads or leaks between requests. The default
+renderer, ``fast`` (:mod:`~labservice.cutout.quicklook_frame`), has matplotlib draw each look's frame once
+and paints the data in with numpy; ``matplotlib`` draws the whole figure per image and is the reference.
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +23,8 @@ COLORMAPS = ("RdBu_r", "viridis", "magma", "cividis", "gray")
 MAX_PIXELS = 4096 * 4096
 PLANE_AXES = {"z": ("x", "y"), "y": ("x", "z"), "x": ("y", "z")}  # normal -> (horizontal, vertical)
 MAX_PLANE_EDGE = 1024  # larger planes are strided down to about this many pixels per edge
+RENDERERS = ("fast", "matplotlib")
+DPI = 100
 
 
 def plane_ranges(meta: Any, normal: str, index: int) -> dict[str, str]:
@@ -79,6 +84,7 @@ def render_slice_png(
     ylabel: str = "y",
     coords: tuple[np.ndarray, np.ndarray] | None = None,
     width_px: int = 720,
+    renderer: str = "fast",
 ) -> bytes:
     """Render a 2-D plane as a PNG with axis labels and a colour bar.
 
@@ -103,66 +109,113 @@ def render_slice_png(
         ``pcolormesh`` instead of an image).
     width_px : int
         Image width in pixels (the height follows the plane's aspect ratio, within limits).
+    renderer : str
+        ``"fast"`` (matplotlib draws the frame once per look, numpy fills in the data: see
+        :mod:`~labservice.cutout.quicklook_frame`) or ``"matplotlib"`` (the whole figure per call; the
+        reference the fast one is tested against).
 
     Returns
     -------
     bytes
         The PNG file.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     a = np.asarray(plane, dtype=np.float64)
     if a.ndim != 2 or a.size == 0:
         raise InvalidInput(f"a slice image needs a non-empty 2-D plane; got shape {list(a.shape)}")
     if cmap not in COLORMAPS:
         raise unknown("colour map", cmap, COLORMAPS, error=InvalidInput)
+    if renderer not in RENDERERS:
+        raise unknown("renderer", renderer, RENDERERS, error=InvalidInput)
     ext = [float(e) for e in extent]
     if len(ext) != 4 or not np.all(np.isfinite(ext)):
         raise InvalidInput(f"extent must be 4 finite numbers (left, right, bottom, top); got {list(extent)}")
     if not 64 <= int(width_px) <= 4096:
         raise InvalidInput(f"width_px must be in [64, 4096]; got {width_px}")
-    lo, hi = _limits(a, cmap, vmin, vmax)
-
-    dpi = 100
-    aspect = np.clip(abs(ext[3] - ext[2]) / max(abs(ext[1] - ext[0]), 1e-300), 0.25, 4.0)
-    w_in = int(width_px) / dpi
-    h_in = max(2.0, w_in * 0.8 * aspect + 0.9)
-    if w_in * h_in * dpi * dpi > MAX_PIXELS:
-        raise LimitExceeded("the image would be too large; ask for a smaller width_px")
-    # Fixed margins in inches instead of constrained layout, which cost half the render time (GIL-bound:
-    # under load every slice request competes with all the others for it).
-    # Small images keep constrained layout, which fits the labels where fixed margins would not.
-    left, right, bottom, top, bar_w, gap = 0.75, 1.05, 0.55, 0.4, 0.15, 0.15
-    fixed = w_in >= 4.0
-    fig = Figure(figsize=(w_in, h_in), dpi=dpi, layout=None if fixed else "constrained")
-    FigureCanvasAgg(fig)
-    if fixed:
-        plot_w, plot_h = w_in - left - right, h_in - bottom - top
-        ax = fig.add_axes((left / w_in, bottom / h_in, plot_w / w_in, plot_h / h_in))
-        cax = fig.add_axes(((left + plot_w + gap) / w_in, bottom / h_in, bar_w / w_in, plot_h / h_in))
-    else:
-        ax, cax = fig.add_subplot(), None
-    if coords is None:
-        im = ax.imshow(
-            a, origin="lower", extent=ext, cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest", aspect="auto"
-        )
-    else:
+    if coords is not None:
         cx, cy = (np.asarray(c, dtype=np.float64) for c in coords)
         if cx.shape != (a.shape[1],) or cy.shape != (a.shape[0],):
             raise InvalidInput(
                 f"coords must have lengths {a.shape[1]} and {a.shape[0]} to match the plane; "
                 f"got {cx.size} and {cy.size}"
             )
-        im = ax.pcolormesh(cx, cy, a, cmap=cmap, vmin=lo, vmax=hi, shading="nearest")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize="medium")
-    bar = fig.colorbar(im, cax=cax) if cax is not None else fig.colorbar(im, ax=ax)
-    bar.set_label(units or "(no units)")
+        coords = (cx, cy)
+    lo, hi = _limits(a, cmap, vmin, vmax)
+    look = Look(a.shape, tuple(ext), title, units, cmap, lo, hi, xlabel, ylabel, coords, int(width_px))
+    if renderer == "fast":
+        from labservice.cutout.quicklook_frame import render_fast
+
+        return render_fast(look, a)
+    return render_matplotlib(look, a)
+
+
+def render_matplotlib(look: Look, a: np.ndarray) -> bytes:
+    """The PNG of the whole figure drawn by matplotlib."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
+    build_figure(look, a).savefig(buf, format="png", dpi=DPI)
     return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Look:
+    """Everything but the data that decides what a slice image looks like."""
+
+    shape: tuple[int, ...]
+    extent: tuple[float, ...]
+    title: str
+    units: str
+    cmap: str
+    lo: float
+    hi: float
+    xlabel: str
+    ylabel: str
+    coords: tuple[np.ndarray, np.ndarray] | None
+    width_px: int
+
+    def figure_inches(self) -> tuple[float, float]:
+        """Figure width and height in inches (the height follows the plane's aspect ratio, within limits)."""
+        ext = self.extent
+        aspect = np.clip(abs(ext[3] - ext[2]) / max(abs(ext[1] - ext[0]), 1e-300), 0.25, 4.0)
+        w_in = self.width_px / DPI
+        h_in = max(2.0, w_in * 0.8 * aspect + 0.9)
+        if w_in * h_in * DPI * DPI > MAX_PIXELS:
+            raise LimitExceeded("the image would be too large; ask for a smaller width_px")
+        return w_in, float(h_in)
+
+    @property
+    def fixed_layout(self) -> bool:
+        """Fixed margins (the title and colour-bar labels do not move the axes) for images >= 4 inches."""
+        return self.width_px / DPI >= 4.0
+
+
+def build_figure(look: Look, a: np.ndarray) -> Any:
+    """The matplotlib figure of one slice image (axes, image, title, colour bar), on an Agg canvas."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    w_in, h_in = look.figure_inches()
+    # Fixed margins in inches instead of constrained layout, which cost half the render time (GIL-bound:
+    # under load every slice request competes with all the others for it).
+    # Small images keep constrained layout, which fits the labels where fixed margins would not.
+    left, right, bottom, top, bar_w, gap = 0.75, 1.05, 0.55, 0.4, 0.15, 0.15
+    fig = Figure(figsize=(w_in, h_in), dpi=DPI, layout=None if look.fixed_layout else "constrained")
+    FigureCanvasAgg(fig)
+    if look.fixed_layout:
+        plot_w, plot_h = w_in - left - right, h_in - bottom - top
+        ax = fig.add_axes((left / w_in, bottom / h_in, plot_w / w_in, plot_h / h_in))
+        cax = fig.add_axes(((left + plot_w + gap) / w_in, bottom / h_in, bar_w / w_in, plot_h / h_in))
+    else:
+        ax, cax = fig.add_subplot(), None
+    style = {"cmap": look.cmap, "vmin": look.lo, "vmax": look.hi}
+    if look.coords is None:
+        im = ax.imshow(a, origin="lower", extent=look.extent, interpolation="nearest", aspect="auto", **style)
+    else:
+        im = ax.pcolormesh(*look.coords, a, shading="nearest", **style)
+    ax.set_xlabel(look.xlabel)
+    ax.set_ylabel(look.ylabel)
+    ax.set_title(look.title, fontsize="medium")
+    bar = fig.colorbar(im, cax=cax) if cax is not None else fig.colorbar(im, ax=ax)
+    bar.set_label(look.units or "(no units)")
+    return fig
 
 
 def cutout_slice_png(
@@ -173,6 +226,7 @@ def cutout_slice_png(
     vmax: float | None = None,
     width_px: int = 720,
     normal: str | None = None,
+    renderer: str = "fast",
 ) -> bytes:
     """Render a cutout that is one point thick along one axis (a plane) as a labelled PNG.
 
@@ -212,6 +266,7 @@ def cutout_slice_png(
         ylabel=v_axis,
         coords=None if uniform else (h, v),
         width_px=width_px,
+        renderer=renderer,
     )
 
 

@@ -190,6 +190,11 @@ class Settings(BaseSettings):
         "shard_edge, chunk_edge, task_bytes, points_per_task, track_segment_steps, retries. API processes and "
         "engines must be given the same values.",
     )
+    quicklook_renderer: Literal["fast", "matplotlib"] = Field(
+        default="fast",
+        description="How slice.png is drawn: fast (matplotlib draws the frame once, numpy paints the data "
+        "in) or matplotlib (the whole figure per image, about 100 ms of CPU each; the reference).",
+    )
 
     def token_db_path(self) -> Path | None:
         """The SQLite file holding tokens (embedded mode), or None when tokens are not configured."""
