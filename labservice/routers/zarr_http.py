@@ -7,7 +7,9 @@ stock xarray/zarr can open it.
 - ``<variable>/zarr.json``: the stored array document with named dimensions; the component axis is
   called ``<variable>_component`` because variables differ in their number of components;
 - ``<variable>/c/...``: shard objects served byte for byte (and by byte range) from the underlying store,
-  so a slice costs only the shards' indexes and the inner chunks it touches;
+  so a slice costs only the shards' indexes and the inner chunks it touches. The server checks the crc32c
+  of the shard index and of every inner chunk a range touches before sending it: a damaged one is a 500
+  ``corrupt_data`` naming the chunk, and its bytes are never sent;
 - ``x``, ``y``, ``z``, ``time``: small generated float64 coordinate arrays (one raw chunk each).
 
 HTTP semantics: single byte ranges (``bytes=a-b``, ``bytes=a-``, ``bytes=-n``) give 206, malformed or unsatisfiable
@@ -17,6 +19,12 @@ caller's ``max_cutout_bytes`` (per request) and ``bytes_per_minute`` (a running 
 Retry-After when used up; ``X-Lab-Bytes-Limit``, ``X-Lab-Bytes-Remaining`` and ``X-Lab-Bytes-Served`` on
 every response). Zarr reads have their own rate and in-flight bucket (``zarr_requests_per_minute``,
 ``zarr_max_concurrent``; see :func:`labservice.limits.request_slot`).
+
+Per request the route stays on the event loop when it can: a local shard is found with one ``stat`` and
+read straight from the page cache (:func:`labservice.storage.zarr_view.read_now`); a disk wait, a remote
+store or a document takes one worker thread. Stock clients: ``xr.open_zarr(url)`` makes one dask task per
+inner chunk (two requests each: the shard index, then the chunk); ``chunks="auto"`` or chunks of the shard
+shape read each shard in one request.
 
 ``GET /datasets/<id>/zarr-stats`` reports what the view served: request, data-read and byte counters for
 the dataset, and the asking caller's own budget and most recent shard reads (key and byte range), so a
@@ -95,16 +103,17 @@ def _budget_headers(budget: ByteBudget, caller: Caller, left: int | None = None)
     }
 
 
-def caller_with_query_token(request: Request, caller: CallerDep) -> Caller:
+async def caller_with_query_token(request: Request, caller: CallerDep) -> Caller:
     """The caller, also from ``?token=``: the limits middleware resolves it already (so the read counts in
-    the token's buckets); this covers an app mounted without that middleware."""
-    token = request.query_params.get("token")
+    the token's buckets); this covers an app mounted without that middleware. A coroutine, so FastAPI
+    does not hop to a worker thread to call it on every zarr read."""
+    token = request.query_params.get("token") if request.scope.get("query_string") else None
     if not token or caller.token_id is not None:
         return caller
     tokens = getattr(request.state, "tokens", None)
     if tokens is None:
         raise InvalidInput("this server has no token database; call it without a token")
-    return tokens.verify(token)
+    return await run_in_threadpool(tokens.verify, token)
 
 
 ZarrCaller = Annotated[Caller, Depends(caller_with_query_token)]
@@ -145,7 +154,8 @@ _KEY_RESPONSES: dict[int | str, dict[str, Any]] = {
             response_class=Response, responses=_KEY_RESPONSES)
 async def zarr_key(dataset_id: str, ds: DatasetDep, key: str, request: Request, caller: ZarrCaller) -> Response:
     """One object of the dataset's read-only Zarr v3 group (open the folder URL with ``xr.open_zarr``)."""
-    obj = await run_in_threadpool(zarr_view.lookup, ds, key)
+    # A local shard is found with one stat on this thread; documents and remote stores take a thread.
+    obj = zarr_view.lookup_now(ds, key) or await run_in_threadpool(zarr_view.lookup, ds, key)
     counters = _counters(request)
     budget = shared_byte_budget(request.app.state)
     counters.count_request(dataset_id)
@@ -173,7 +183,9 @@ async def zarr_key(dataset_id: str, ds: DatasetDep, key: str, request: Request, 
         left = budget.charge(caller, stop - start)  # 429 with Retry-After when the budget is used up
         headers.update(_budget_headers(budget, caller, left))
         request.state.cost = stop - start
-    body = await run_in_threadpool(zarr_view.read, ds, obj, start, stop)
+    body = zarr_view.read_now(ds, obj, start, stop)  # page-cache hits: no thread hop
+    if body is None:
+        body = await run_in_threadpool(zarr_view.read, ds, obj, start, stop)
     if obj.kind == "stored":
         counters.count_read(dataset_id, caller.key, key, start, stop)
     return Response(content=body, status_code=status, headers=headers, media_type=obj.media_type)
