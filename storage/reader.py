@@ -25,14 +25,34 @@ DEFAULT_CACHE_BYTES = 1 << 30
 __all__ = ["DEFAULT_CACHE_BYTES", "ChunkCache", "ChunkReader", "default_cache"]
 
 
+def _owner(a: np.ndarray) -> tuple[Any, int]:
+    """The object that holds ``a``'s memory (a view keeps all of it alive) and its size in bytes."""
+    obj: Any = a
+    while True:
+        inner = obj.base if isinstance(obj, np.ndarray) else obj.obj if isinstance(obj, memoryview) else None
+        if inner is None:
+            break
+        obj = inner
+    if obj is a:
+        return a, a.nbytes
+    try:
+        return obj, memoryview(obj).nbytes
+    except TypeError:  # not a buffer we can size: count the view alone
+        return a, a.nbytes
+
+
 class ChunkCache:
-    """A thread-safe least-recently-used cache of arrays, bounded by their total ``nbytes``.
+    """A thread-safe least-recently-used cache of arrays, bounded by the memory they keep alive.
+
+    Chunks from one coalesced read are views of one buffer: that buffer is counted once, in full, for as
+    long as any of its views is cached, so the bound holds on real memory. A view of a buffer larger than
+    1/16 of the cache is copied instead, so a small cache still caches.
 
     Parameters
     ----------
     max_bytes : int
-        Upper bound on the summed ``nbytes`` of the cached arrays. An array larger than this is not
-        cached at all.
+        Upper bound on the memory held by the cached arrays. An array larger than this is not cached at
+        all.
     """
 
     def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:
@@ -40,6 +60,8 @@ class ChunkCache:
             raise InvalidInput(f"cache size must be >= 0 bytes; got {max_bytes}")
         self.max_bytes = int(max_bytes)
         self._items: OrderedDict[Hashable, np.ndarray] = OrderedDict()
+        self._owners: dict[int, list[Any]] = {}  # id(owner) -> [owner, bytes, arrays cached from it]
+        self._owner_of: dict[Hashable, int] = {}
         self._nbytes = 0
         self._lock = threading.Lock()
         # Chunks readers found here and did not, since creation (the service exports them as metrics).
@@ -72,36 +94,55 @@ class ChunkCache:
 
     def put(self, key: Hashable, value: np.ndarray) -> None:
         """Insert ``value`` (made read-only, since readers share it) and evict the oldest to fit."""
+        owner, n = _owner(value)
+        if owner is not value and n > max(value.nbytes, self.max_bytes // 16):
+            value = value.copy()
+            owner, n = value, value.nbytes
         value.flags.writeable = False
-        n = value.nbytes
         if n > self.max_bytes:
             return
         with self._lock:
-            old = self._items.pop(key, None)
-            if old is not None:
-                self._nbytes -= old.nbytes
+            if key in self._items:
+                self._drop(key)
             self._items[key] = value
-            self._nbytes += n
-            while self._nbytes > self.max_bytes:
-                _, evicted = self._items.popitem(last=False)
-                self._nbytes -= evicted.nbytes
+            entry = self._owners.get(id(owner))
+            if entry is None:
+                self._owners[id(owner)] = [owner, n, 1]
+                self._nbytes += n
+            else:
+                entry[2] += 1
+            self._owner_of[key] = id(owner)
+            self._evict()
+
+    def _drop(self, key: Hashable) -> None:
+        """Remove one item; its owner's bytes are freed with the owner's last cached array (lock held)."""
+        del self._items[key]
+        entry = self._owners[self._owner_of.pop(key)]
+        entry[2] -= 1
+        if entry[2] == 0:
+            del self._owners[id(entry[0])]
+            self._nbytes -= entry[1]
+
+    def _evict(self) -> None:
+        while self._nbytes > self.max_bytes and self._items:
+            self._drop(next(iter(self._items)))
 
     def resize(self, max_bytes: int) -> None:
         """Change the bound, evicting as needed."""
         with self._lock:
             self.max_bytes = int(max_bytes)
-            while self._nbytes > self.max_bytes and self._items:
-                _, evicted = self._items.popitem(last=False)
-                self._nbytes -= evicted.nbytes
+            self._evict()
 
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
+            self._owners.clear()
+            self._owner_of.clear()
             self._nbytes = 0
 
     @property
     def nbytes(self) -> int:
-        """Bytes held now (never above ``max_bytes``)."""
+        """Bytes kept alive by the cached arrays now (never above ``max_bytes``)."""
         return self._nbytes
 
     def __len__(self) -> int:

@@ -35,7 +35,9 @@ from zarr.storage import FsspecStore, LocalStore
 from labservice.errors import InvalidInput, LabError
 from labservice.storage import _common as common
 from labservice.storage.base import FieldStore
+from labservice.storage.byte_ranges import coalesce
 from labservice.storage.metadata import DatasetMeta
+from labservice.storage.obstore_reads import obstore_reads
 
 MAX_U64 = np.uint64(2**64 - 1)
 _INDEX_CACHE_ENTRIES = 4096
@@ -77,6 +79,16 @@ class ZarrStore(FieldStore):
         self._lock = threading.Lock()
         self._fast: dict[str, bool] = {}
         self.writable = not zstore.read_only
+        # Neighbouring inner chunks of a shard are read with one ranged GET (see byte_ranges.coalesce);
+        # the switch and sizes are attributes so benchmarks and tests can compare both ways.
+        self.coalesce = True
+        self.coalesce_gap = 0  # bytes of unrequested chunks a merged read may carry
+        self.max_read_bytes = 8 << 20  # bytes per merged read, so big boxes still read concurrently
+        self.requests = 0  # ranged reads issued (GETs on object storage), for benchmarks and tests
+        # Chunk and index reads on S3 go through obstore when the options allow (obstore_reads.py);
+        # setting transport = "zarr" puts them back on zarr's own store (s3fs), as benchmarks/s3.py does.
+        self._obstore = None if self._local_root is not None else obstore_reads(url, storage_options)
+        self.transport = "obstore" if self._obstore is not None else "zarr"
         # Readers key their cache on this; renewed on every write so no stale chunk is served.
         self.cache_token = f"{url}#{uuid.uuid4().hex}"
 
@@ -176,12 +188,14 @@ class ZarrStore(FieldStore):
     def _shard_key(self, variable: str, t: int, shard: tuple[int, int, int]) -> str:
         return f"{variable}/c/{t}/{shard[0]}/{shard[1]}/{shard[2]}/0"
 
-    def _get_ranges(self, requests: list[tuple[str, Any]]) -> list[bytes | None]:
+    def _get_ranges(self, requests: list[tuple[str, Any]]) -> list[bytes | memoryview | None]:
         """Fetch (key, byte_range) pairs; byte_range is (start, stop), ("suffix", n) or None."""
+        with self._lock:
+            self.requests += len(requests)
         if self._local_root is not None:
             return [self._get_local(key, rng) for key, rng in requests]
 
-        async def one(key: str, rng: Any) -> bytes | None:
+        async def one(key: str, rng: Any) -> memoryview | None:
             if rng is None:
                 br = None
             elif rng[0] == "suffix":
@@ -189,13 +203,15 @@ class ZarrStore(FieldStore):
             else:
                 br = RangeByteRequest(rng[0], rng[1])
             buf = await self._zstore.get(key, prototype=default_buffer_prototype(), byte_range=br)
-            return None if buf is None else buf.to_bytes()
+            return None if buf is None else memoryview(buf.as_numpy_array())  # no copy, unlike to_bytes()
 
-        async def many() -> list[bytes | None]:
+        async def many() -> list[memoryview | None]:
             # Concurrent requests: remote latency overlaps instead of adding up.
             return list(await asyncio.gather(*(one(k, r) for k, r in requests)))
 
         with common.remote_errors(self.url, "reading chunks"):
+            if self._obstore is not None and self.transport == "obstore":
+                return sync(self._obstore.get_many(requests))  # type: ignore[return-value]
             return sync(many())
 
     def _get_local(self, key: str, rng: Any) -> bytes | None:
@@ -212,33 +228,38 @@ class ZarrStore(FieldStore):
         except FileNotFoundError:
             return None
 
-    def _shard_index(self, variable: str, t: int, shard: tuple[int, int, int], nbytes: list[int]) -> np.ndarray | None:
-        """(chunks per shard z, y, x, 2) offsets and lengths, or None when the shard does not exist."""
-        key = (variable, t, shard)
+    def _shard_indexes(self, variable: str, t: int, shards: list[tuple[int, int, int]],
+                       nbytes: list[int]) -> dict[tuple[int, int, int], np.ndarray | None]:
+        """Each shard's (chunks per shard z, y, x, 2) offsets and lengths, or None when the shard does not
+        exist. Indexes not cached yet are fetched together (one concurrent batch, not one round trip each)."""
+        found: dict[tuple[int, int, int], np.ndarray | None] = {}
         with self._lock:
-            idx = self._index_cache.get(key)
-            if idx is not None:
-                self._index_cache.move_to_end(key)
-                return idx
-        shard_shape = self.meta.array_shards(variable)
-        chunk_shape = self.meta.array_chunks(variable)
-        per = tuple(s // c for s, c in zip(shard_shape, chunk_shape, strict=False))
+            for shard in shards:
+                idx = self._index_cache.get((variable, t, shard))
+                if idx is not None:
+                    self._index_cache.move_to_end((variable, t, shard))
+                    found[shard] = idx
+        missing = [shard for shard in shards if shard not in found]
+        if not missing:
+            return found
+        _, per, _ = self._chunk_geometry(variable)
         size = int(np.prod(per)) * 16 + 4
-        raw = self._get_ranges([(self._shard_key(variable, t, shard), ("suffix", size))])[0]
-        if raw is None:
-            return None
-        nbytes[0] += len(raw)
-        if len(raw) != size or crc32c.crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
-            cs = self.meta.array_shards(variable)[1:4]
-            cc = self.meta.array_chunks(variable)[1:4]
-            first = tuple(s * (a // b) for s, a, b in zip(shard, cs, cc, strict=False))
-            raise common.corrupt(self.meta, self.url, variable, t, first, f"the index of shard {shard} is damaged")
-        idx = np.frombuffer(raw[:-4], dtype="<u8").reshape(per[1], per[2], per[3], 2)  # drop t and c
-        with self._lock:
-            self._index_cache[key] = idx
-            if len(self._index_cache) > _INDEX_CACHE_ENTRIES:
-                self._index_cache.popitem(last=False)
-        return idx
+        raws = self._get_ranges([(self._shard_key(variable, t, shard), ("suffix", size)) for shard in missing])
+        for shard, raw in zip(missing, raws, strict=True):
+            if raw is None:
+                found[shard] = None
+                continue
+            nbytes[0] += len(raw)
+            if len(raw) != size or crc32c.crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+                first = tuple(s * p for s, p in zip(shard, per, strict=True))
+                raise common.corrupt(self.meta, self.url, variable, t, first, f"the index of shard {shard} is damaged")
+            idx = np.frombuffer(raw[:-4], dtype="<u8").reshape(*per, 2)
+            found[shard] = idx
+            with self._lock:
+                self._index_cache[(variable, t, shard)] = idx
+                if len(self._index_cache) > _INDEX_CACHE_ENTRIES:
+                    self._index_cache.popitem(last=False)
+        return found
 
     def _forget_indexes(self, variable: str, t: int) -> None:
         with self._lock:
@@ -298,31 +319,48 @@ class ZarrStore(FieldStore):
         dtype = _dtype_of(self.meta, variable)
         compressed = len(self.array(variable).metadata.codecs[0].codecs) == 3  # type: ignore[attr-defined]
         nbytes = [0]
-        requests: list[tuple[str, Any]] = []
-        slots: list[int | None] = []
-        for c in coords:
-            shard = (c[0] // per[0], c[1] // per[1], c[2] // per[2])
-            idx = self._shard_index(variable, t, shard, nbytes)
+        shard_of = [(c[0] // per[0], c[1] // per[1], c[2] // per[2]) for c in coords]
+        indexes = self._shard_indexes(variable, t, list(dict.fromkeys(shard_of)), nbytes)
+        # Byte range of each stored chunk, grouped by shard object; None: never written.
+        spans: list[tuple[int, int] | None] = []
+        by_key: dict[str, list[int]] = {}
+        for i, (c, shard) in enumerate(zip(coords, shard_of, strict=True)):
+            idx = indexes[shard]
             entry = None if idx is None else idx[c[0] % per[0], c[1] % per[1], c[2] % per[2]]
             if entry is None or entry[0] == MAX_U64:
-                slots.append(None)
+                spans.append(None)
+                continue
+            off = int(entry[0])
+            spans.append((off, off + int(entry[1])))
+            by_key.setdefault(self._shard_key(variable, t, shard), []).append(i)
+        requests: list[tuple[str, Any]] = []
+        read_of: list[int] = [-1] * len(coords)  # which request holds chunk i
+        for key, members in by_key.items():
+            ranges = [spans[i] for i in members]
+            if self.coalesce:
+                reads = coalesce(ranges, self.coalesce_gap, self.max_read_bytes)  # type: ignore[arg-type]
             else:
-                slots.append(len(requests))
-                off, n = int(entry[0]), int(entry[1])
-                requests.append((self._shard_key(variable, t, shard), (off, off + n)))
+                reads = [(r[0], r[1], [k]) for k, r in enumerate(ranges)]  # type: ignore[index]
+            for start, stop, covered in reads:
+                for k in covered:
+                    read_of[members[k]] = len(requests)
+                requests.append((key, (start, stop)))
         raws = self._get_ranges(requests) if requests else []
+        nbytes[0] += sum(len(r) for r in raws if r is not None)
         out = []
-        for c, slot in zip(coords, slots, strict=False):
+        for i, c in enumerate(coords):
             clip = tuple(min(cc[1 + a], shape[a] - c[a] * cc[1 + a]) for a in range(3))
-            if slot is None:  # never written: the fill value, like zarr
+            span = spans[i]
+            if span is None:  # never written: the fill value, like zarr
                 out.append(np.full((*clip, cc[4]), np.nan, dtype=dtype))
                 continue
-            raw = raws[slot]
-            if raw is None or len(raw) < 4:
+            raw = raws[read_of[i]]
+            base = requests[read_of[i]][1][0]
+            chunk = None if raw is None else memoryview(raw)[span[0] - base : span[1] - base]
+            if chunk is None or len(chunk) != span[1] - span[0] or len(chunk) < 4:
                 raise common.corrupt(self.meta, self.url, variable, t, c, "the chunk bytes are missing")
-            nbytes[0] += len(raw)
-            body = memoryview(raw)[:-4]
-            if crc32c.crc32c(body) != int.from_bytes(raw[-4:], "little"):
+            body = chunk[:-4]
+            if crc32c.crc32c(body) != int.from_bytes(chunk[-4:], "little"):
                 raise common.corrupt(self.meta, self.url, variable, t, c, "crc32c mismatch")
             if compressed:
                 from numcodecs import Zstd
@@ -353,11 +391,56 @@ class ZarrStore(FieldStore):
         self._forget_indexes(variable, t)
         self.cache_token = f"{self.url}#{uuid.uuid4().hex}"
 
+    def write_shard(self, variable: str, t: int, shard: tuple[int, int, int], components: list[np.ndarray]) -> None:
+        """Write one whole shard from one (nz, ny, nx) array per component (the shard's box clipped to the
+        grid, any strides and numeric dtype): the same bytes as ``write_box``, built by
+        :mod:`~labservice.storage.shard_writer` without zarr's per-chunk pipeline."""
+        from labservice.storage import shard_writer
+
+        s = common.check_shard(self.meta, variable, t, shard)
+        arr = self.array(variable)
+        size = self.meta.array_shards(variable)[1:4]
+        lo = [i * n for i, n in zip(s, size, strict=True)]
+        if not self._fast[variable] or len(arr.metadata.codecs[0].codecs) != 2:  # type: ignore[attr-defined]
+            self.write_box(variable, t, *lo, np.stack(components, axis=-1).astype(_dtype_of(self.meta, variable)))
+            return
+        cc, per, grid = self._chunk_geometry(variable)
+        shard_writer.check_box(variable, components, self.meta.variables[variable].ncomp,
+                               tuple(min(a + n, m) - a for a, n, m in zip(lo, size, grid, strict=True)))
+        geometry = (components, _dtype_of(self.meta, variable), cc[1:4], per)
+        key = self._shard_key(variable, t, s)
+        with common.remote_errors(self.url, f"writing {variable!r}"):
+            if self._local_root is not None:
+                shard_writer.write_local(f"{self._local_root}/{key}", shard_writer.shard_pieces(*geometry))  # type: ignore[arg-type]
+            elif (encoded := shard_writer.encode_shard(*geometry)) is None:  # type: ignore[arg-type]
+                sync(self._zstore.delete(key))
+            else:
+                sync(self._zstore.set(key, default_buffer_prototype().buffer.from_bytes(encoded)))
+        self._forget_indexes(variable, t)
+        self.cache_token = f"{self.url}#{uuid.uuid4().hex}"
+
     # -- resumable ingest --------------------------------------------------------------------------
     def shard_done(self, variable: str, t: int, shard: tuple[int, int, int]) -> bool:
         s = common.check_shard(self.meta, variable, t, shard)
         with common.remote_errors(self.url, "checking a shard mark"):
             return bool(sync(self._zstore.exists(_mark_key(variable, t, s))))
+
+    def shards_done(self, variable: str, t: int) -> set[tuple[int, int, int]]:
+        """Every shard of time step t marked done, from one listing (not one request per shard)."""
+        common.check_shard(self.meta, variable, t, (0, 0, 0))
+        prefix = _mark_key(variable, t, (0, 0, 0)).rsplit("/", 1)[0] + "/"
+
+        async def names() -> list[str]:
+            return [key async for key in self._zstore.list_prefix(prefix)]
+
+        with common.remote_errors(self.url, "listing the shard marks"):
+            keys = sync(names())
+        done = set()
+        for key in keys:
+            parts = key.rsplit("/", 1)[-1].split(".")
+            if len(parts) == 3 and all(p.isdigit() for p in parts):
+                done.add((int(parts[0]), int(parts[1]), int(parts[2])))
+        return done
 
     def mark_shard_done(self, variable: str, t: int, shard: tuple[int, int, int]) -> None:
         s = common.check_shard(self.meta, variable, t, shard)

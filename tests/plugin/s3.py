@@ -42,6 +42,7 @@ class SeaweedS3:
         (workdir / "data").mkdir(parents=True, exist_ok=True)
         master, volume, filer, s3, grpc_m, grpc_v, grpc_f, grpc_s3, metrics = free_ports(9)
         self.endpoint = f"http://127.0.0.1:{s3}"
+        self.metrics_url = f"http://127.0.0.1:{metrics}/metrics"
         self.cmd = [
             _weed_binary(), "server", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             f"-master.port={master}", f"-master.port.grpc={grpc_m}",
@@ -102,6 +103,16 @@ class SeaweedS3:
         raise RuntimeError(
             f"SeaweedFS S3 did not answer within {timeout:.0f} s (last error: {last!r}); log:\n{self.log_tail()}"
         )
+
+    def requests(self, kind: str = "GET") -> int:
+        """S3 requests of one kind (GET, PUT, HEAD, ...) the server has answered, any status, counted by the
+        server itself (its Prometheus ``SeaweedFS_s3_request_total``)."""
+        import urllib.request
+
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as response:
+            text = response.read().decode()
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+                   if line.startswith("SeaweedFS_s3_request_total{") and f'type="{kind}"' in line)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
