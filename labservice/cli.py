@@ -106,13 +106,21 @@ def ingest(
     descriptor: Annotated[Path, typer.Argument(help="The ingest descriptor (YAML).", exists=True, dir_okay=False)],
     overwrite: Annotated[bool, typer.Option(help="Start again instead of resuming.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="Shards written at once (default: one per CPU, at most 8); with --dask local, the workers."),
+    ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(help="Write the shards as tasks on a Dask cluster: a scheduler address, or 'local'."),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Turn simulation output (HDF5 files) into a labservice dataset, shard by shard, resumably."""
     _use_config(config)
     from labservice.datasets.ingest import ingest_descriptor
 
-    url = ingest_descriptor(descriptor, overwrite=overwrite, progress=progress)
+    url = ingest_descriptor(descriptor, overwrite=overwrite, progress=progress, threads=threads, dask=dask)
     typer.echo(f"ingested {url}")
 
 

@@ -24,7 +24,8 @@ Optional keys beyond these: ``description``, ``backend`` (zarr or hdf5), ``stora
 ``provenance`` at the top level; ``length`` on an axis (the period of a periodic axis with explicit
 coordinates); ``units``, ``dtype`` and ``description`` on a variable; ``layout`` on a source:
 ``separate`` (one dataset per component, the default), ``last`` (one dataset, components on the last axis)
-or ``first`` (one dataset, components on the first axis). A ``files`` pattern without ``{t}`` names one
+or ``first`` (one dataset, components on the first axis), and ``storage_options`` on a source (fsspec options
+for ``files`` on a remote URL such as ``s3://bucket/run/snap_{t:04d}.h5``; default: the top-level ones). A ``files`` pattern without ``{t}`` names one
 file whose datasets carry a leading time axis. Relative paths resolve against the descriptor's folder.
 """
 
@@ -96,6 +97,7 @@ class SourceSpec(_Spec):
     datasets: list[str] = Field(min_length=1)
     order: Literal["zyx", "xyz"] = "zyx"
     layout: Literal["separate", "last", "first"] = "separate"
+    storage_options: dict[str, Any] | None = None  # fsspec options when files are remote URLs
 
     @field_validator("files")
     @classmethod

@@ -9,12 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
-from labservice.errors import InvalidInput, NotFound, suggest
+from labservice.errors import InvalidInput, LabError, NotFound, StorageUnavailable, suggest
 from labservice.storage.metadata import DatasetMeta
 
 if TYPE_CHECKING:
@@ -45,7 +45,34 @@ def read_coordinates(base: Path, spec: str, where: str, descriptor: Path) -> lis
 
 
 # -- reading the sources ---------------------------------------------------------------------------------
-def _open_h5(path: Path, where: str) -> h5py.File:
+def _is_remote(path: str | Path) -> bool:
+    return "://" in str(path) and not str(path).startswith("file://")
+
+
+def _open_remote_h5(url: str, where: str, storage_options: dict[str, Any] | None) -> h5py.File:
+    """An HDF5 file on any fsspec URL (s3://, gs://, http://...), read through a buffered file object."""
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+        if not fs.isfile(path):
+            raise NotFound(f"{where}: file {url} not found")
+        handle = fs.open(path, "rb", block_size=8 << 20)
+    except LabError:
+        raise
+    except Exception as exc:
+        raise StorageUnavailable(f"{where}: cannot read {url} ({exc})") from exc
+    try:
+        return h5py.File(handle, "r")
+    except OSError as exc:
+        handle.close()
+        raise InvalidInput(f"{where}: {url} is not a readable HDF5 file ({exc})") from None
+
+
+def _open_h5(path: str | Path, where: str, storage_options: dict[str, Any] | None = None) -> h5py.File:
+    if _is_remote(path):
+        return _open_remote_h5(str(path), where, storage_options)
+    path = Path(str(path).removeprefix("file://"))
     if not path.is_file():
         raise NotFound(f"{where}: file {path} not found")
     try:
@@ -72,27 +99,55 @@ def _dataset(f: h5py.File, name: str, path: Path, where: str) -> h5py.Dataset:
 
 @dataclass
 class OpenSource:
-    """The open file of one time step and the checked datasets of one variable in it."""
+    """The open file of one time step and the checked datasets of one variable in it, with a memory map of
+    each dataset whose bytes lie in the file as one native, unfiltered block (else None)."""
 
     file: h5py.File
     datasets: list[h5py.Dataset]
+    maps: list[np.ndarray | None]
+
+
+def _memory_map(path: Path, ds: h5py.Dataset) -> np.ndarray | None:
+    """The dataset's values as a read-only memory map: no copy, and reading it releases the GIL."""
+    offset = ds.id.get_offset()
+    plist = ds.id.get_create_plist()
+    if (
+        offset is None  # never written: h5py gives the fill value
+        or plist.get_layout() != h5py.h5d.CONTIGUOUS
+        or plist.get_nfilters()
+        or plist.get_external_count()
+        or not ds.dtype.isnative
+        or ds.size == 0
+    ):
+        return None
+    return np.memmap(path, dtype=ds.dtype, mode="r", offset=offset, shape=ds.shape).view(np.ndarray)
 
 
 class VariableSource:
     """Reads slabs of one variable from its source files, in [z, y, x, component] order."""
 
     def __init__(
-        self, name: str, spec: VariableSpec, meta: DatasetMeta, base: Path, descriptor: Path
+        self,
+        name: str,
+        spec: VariableSpec,
+        meta: DatasetMeta,
+        base: Path,
+        descriptor: Path,
+        storage_options: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
+        # fsspec options for source files on remote URLs (the source's own, else the descriptor's).
+        self.storage_options = spec.source.storage_options or storage_options
         self.spec = spec
         self.meta = meta
         self.base = base
         self.descriptor = descriptor
         self.dtype = np.dtype(spec.dtype)
 
-    def path(self, t: int) -> Path:
-        return Path(resolve(self.base, self.spec.source.files.format(t=t)))
+    def path(self, t: int) -> Path | str:
+        """The local file of time step t, or its URL when it is remote."""
+        target = resolve(self.base, self.spec.source.files.format(t=t))
+        return target if _is_remote(target) else Path(target.removeprefix("file://"))
 
     def expected_shape(self) -> tuple[tuple[int, ...], str]:
         """The shape each source dataset must have, and its axis names."""
@@ -119,7 +174,7 @@ class VariableSource:
         """Open the file of time step t and check every dataset's shape and type."""
         path = self.path(t)
         src = self.spec.source
-        f = _open_h5(path, self._where(t))
+        f = _open_h5(path, self._where(t), self.storage_options)
         try:
             comps = self.spec.components if src.layout == "separate" else [None]
             shape, names = self.expected_shape()
@@ -135,10 +190,34 @@ class VariableSource:
                 if ds.dtype.kind not in "fiu":
                     raise InvalidInput(f"{where}: dataset {ds.name} in {path} holds {ds.dtype}, not numbers")
                 datasets.append(ds)
+            maps = [_memory_map(path, ds) if isinstance(path, Path) else None for ds in datasets]
         except BaseException:
             f.close()
             raise
-        return OpenSource(f, datasets)
+        return OpenSource(f, datasets, maps)
+
+    def components(
+        self, handle: OpenSource, t: int, lo: tuple[int, int, int], hi: tuple[int, int, int]
+    ) -> list[np.ndarray]:
+        """The box [lo, hi) (z, y, x) at time step t as one (nz, ny, nx) array per component, in the source's
+        dtype: views of the memory maps where there are some (no copy), else read through h5py."""
+        src = self.spec.source
+        zs, ys, xs = (slice(a, b) for a, b in zip(lo, hi, strict=True))
+        space = (zs, ys, xs) if src.order == "zyx" else (xs, ys, zs)
+        lead = () if src.per_time_step else (t,)
+        arrays: list[np.ndarray] = []
+        for ds, mapped in zip(handle.datasets, handle.maps, strict=True):
+            values = ds if mapped is None else mapped
+            if src.layout == "separate":
+                parts = [values[(*lead, *space)]]
+            elif src.layout == "last":
+                block = values[(*lead, *space, slice(None))]
+                parts = [block[..., c] for c in range(block.shape[-1])]
+            else:
+                block = values[(*lead, slice(None), *space)]
+                parts = list(block)
+            arrays += [p if src.order == "zyx" else p.transpose(2, 1, 0) for p in parts]
+        return arrays
 
     def read(
         self, handle: OpenSource, t: int, lo: tuple[int, int, int], hi: tuple[int, int, int]
