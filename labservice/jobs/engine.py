@@ -499,7 +499,9 @@ class JobEngine(JobFront):
                     raise SchedulerLost(f"the client lost the Dask scheduler ({self.client.status})")
                 if str(self.client.scheduler_info().get("id")) != scheduler:
                     raise SchedulerLost("the Dask scheduler restarted")
-            time.sleep(0.05)
+            with completed.thread_condition:  # woken as soon as a future finishes (a sleep added up to 50 ms)
+                if not completed.has_ready():
+                    completed.thread_condition.wait(0.05)
         return None
 
     def _fail(self, job_id: str, exc: BaseException) -> None:

@@ -3,8 +3,9 @@
 Output is one zarr v3 group (``cutout.zarr``): one array per variable, indexed
 ``[time, z, y, x, component]``, sharded so that one shard is one task region and the inner chunks of a
 shard are in Morton order (zarr's sharding codec). The planner creates the group's skeleton once; each
-part encodes its shards in memory with the array's own metadata and uploads each shard as one object, so
-parts never share an object. Parts are contiguous Morton runs of shards. The finalizer consolidates the
+part encodes its shards with the array's own metadata and stores each shard as one object, so parts never
+share an object. On a local scratch a shard is streamed: each inner chunk is read, hashed and written in
+turn, while it is in the CPU's cache (a working zarr, deleted at the end, is not hashed). Parts are contiguous Morton runs of shards. The finalizer consolidates the
 metadata and copies the group into HDF5+XDMF or NetCDF when asked (:mod:`labservice.jobs.outputs`).
 """
 
@@ -112,6 +113,7 @@ def run_part(spec: dict[str, Any]) -> dict[str, Any]:
         lambda: parts.source_reader(spec["dataset_url"], spec.get("dataset_options")), "opening the dataset"
     )
     shape, shard, chunk = (tuple(spec[k]) for k in ("shape", "shard_shape", "chunk_shape"))
+    final = not spec["zarr_path"].startswith(f"{WORK}/")  # a working zarr is deleted: no checksums
     entries: list[dict[str, Any]] = []
     for block in spec["blocks"]:
         iz, iy, ix = block["shard"]
@@ -126,11 +128,16 @@ def run_part(spec: dict[str, Any]) -> dict[str, Any]:
                 ),
                 "reading the source region",
             )
-        data = encode_shard(source, corner, shape, shard, chunk)
-        del source
         name = f"{spec['zarr_path']}/{block['variable']}/c/{block['t_out']}/{iz}/{iy}/{ix}/0"
         parts.check_live(scratch, job)
-        entry = with_retries(lambda n=name, d=data: scratch.put_parts(job, n, d), "writing an output shard")
+        # The shard is encoded as it is written (a generator), so a retry encodes it again.
+        entry = with_retries(
+            lambda n=name, s=source, c=corner: scratch.put_parts(
+                job, n, encode_shard(s, c, shape, shard, chunk), checksum=final
+            ),
+            "writing an output shard",
+        )
+        del source
         entries.append(entry.to_dict())
     return parts.commit(scratch, job, part, {"part": part, "files": entries})
 
