@@ -233,6 +233,30 @@ def test_a_token_works_on_both_hosts_and_a_revoke_reaches_both_within_1s(cluster
             c.close()
 
 
+def test_an_async_tap_job_made_on_api1_is_seen_and_managed_from_api2_and_lb(cluster, lb):
+    """UWS jobs wait for PHASE=RUN in the platform database (PostgreSQL here), so every host sees them.
+
+    (Running one needs the simulation's files at the same path on the engine and Dask hosts; this topology
+    keeps them on the API hosts only, so the job is aborted before it runs.)
+    """
+    import xml.etree.ElementTree as ET
+
+    uws = "{http://www.ivoa.net/xml/UWS/v1.0}"
+    query = {"LANG": "ADQL", "QUERY": "SELECT TOP 7 id, mass FROM cosmo.halos ORDER BY mass DESC", "MAXREC": "5"}
+    with api_client(cluster, "api1") as a, api_client(cluster, "api2") as b:
+        made = a.post("/tap/async", data=query, follow_redirects=False)
+        assert made.status_code == 303, made.text[:300]
+        job = made.headers["location"].rsplit("/", 1)[1]
+        assert b.get(f"/tap/async/{job}/phase").text == "PENDING"
+        assert b.get(f"/tap/async/{job}/parameters").text.count("<uws:parameter id=") == 3
+        listed = ET.fromstring(lb.get("/tap/async").content)
+        assert job in {ref.get("id") for ref in listed.iter(f"{uws}jobref")}
+        r = b.post(f"/tap/async/{job}/phase", data={"PHASE": "ABORT"}, follow_redirects=False)
+        assert r.status_code == 303 and a.get(f"/tap/async/{job}/phase").text == "ABORTED"
+        assert lb.post(f"/tap/async/{job}", data={"ACTION": "DELETE"}, follow_redirects=False).status_code == 303
+        assert a.get(f"/tap/async/{job}").status_code == b.get(f"/tap/async/{job}").status_code == 404
+
+
 def test_a_job_from_api1_is_polled_downloaded_and_cancelled_through_api2(cluster):
     a, b = api_client(cluster, "api1"), api_client(cluster, "api2")
     with a, b:
