@@ -103,13 +103,18 @@ def _create_token(workdir: Path) -> str:
 def private_server(data_dir: Path, workdir: Path | None = None) -> Iterator[dict[str, str]]:
     """Run ``labservice serve`` on a free loopback port with jobs on; yield the kernel environment.
 
-    Tokens, job records and job outputs go to ``workdir`` (a temporary folder by default), never into
+    Tokens, job records, job outputs and MyDB tables go to ``workdir`` (a temporary folder by default), never into
     ``data_dir``. Yields ``{"LABSERVICE_URL": ..., "LABSERVICE_TOKEN": ...}``.
     """
     own = workdir is None
     work = Path(tempfile.mkdtemp(prefix="labservice-examples-")) if own else Path(workdir)
     token = _create_token(work)
-    env = {"LABSERVICE_TOKEN_DB": str(work / "tokens.sqlite"), "LABSERVICE_SCRATCH_URL": str(work / "scratch")}
+    env = {
+        "LABSERVICE_TOKEN_DB": str(work / "tokens.sqlite"),
+        "LABSERVICE_JOB_DB": str(work / "jobs.sqlite"),
+        "LABSERVICE_SCRATCH_URL": str(work / "scratch"),
+        "LABSERVICE_USER_STORE_URL": str(work / "mydb"),
+    }
     server = ServeProcess(data_dir, env, work / "server.log")
     try:
         server.wait_ready(SERVER_START_TIMEOUT, jobs=True)

@@ -1,7 +1,7 @@
 """UWS 1.1 for TAP's async jobs: the PENDING store, the phase rules, and the uws:job / uws:jobs documents.
 
-The job engine has no PENDING state (a submitted job runs), so a UWS job lives here from its creation; its
-PHASE=RUN submits a ``tap`` job to the engine and records that job's id. From then on the phase is the
+The job engine has no PENDING state (a submitted job runs), so a UWS job lives in the platform database's
+``tap_jobs`` table from its creation; its PHASE=RUN submits a ``tap`` job to the engine and records that job's id. From then on the phase is the
 engine job's status (queued -> QUEUED, running -> EXECUTING, done -> COMPLETED, failed -> ERROR, cancelled
 -> ABORTED, expired -> ARCHIVED), so the engine's limits, quotas, TTL and fault handling apply.
 """
@@ -9,17 +9,18 @@ engine job's status (queued -> QUEUED, running -> EXECUTING, done -> COMPLETED, 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+import sqlalchemy as sa
+
+from labservice.db import database, migrate
+from labservice.db.schema import tap_jobs as TJ
 from labservice.errors import InvalidInput, NotFound
 
 UWS_NS = "http://www.ivoa.net/xml/UWS/v1.0"
@@ -29,16 +30,6 @@ ACTIVE = ("PENDING", "QUEUED", "EXECUTING")
 _ENGINE_PHASES = {"queued": "QUEUED", "running": "EXECUTING", "done": "COMPLETED", "failed": "ERROR",
                   "cancelled": "ABORTED", "expired": "ARCHIVED"}
 PARAMETERS = ("LANG", "QUERY", "FORMAT", "RESPONSEFORMAT", "MAXREC", "REQUEST", "RUNID")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS tap_jobs (
-    id TEXT PRIMARY KEY, owner TEXT NOT NULL, params TEXT NOT NULL, created REAL NOT NULL,
-    duration REAL NOT NULL, destruction REAL NOT NULL, job TEXT, aborted INTEGER NOT NULL DEFAULT 0,
-    deleted INTEGER NOT NULL DEFAULT 0, error TEXT
-);
-CREATE INDEX IF NOT EXISTS tap_jobs_owner ON tap_jobs (owner, created);
-"""
-
 
 class PhaseConflict(InvalidInput):
     """A UWS request that makes no sense in the job's phase (UWS answers an HTTP error)."""
@@ -78,62 +69,53 @@ class UwsJob:
 
 
 class UwsStore:
-    """The UWS jobs in a SQLite file (beside the job registry)."""
+    """The UWS jobs in the platform database (table ``tap_jobs``), seen alike by every process and host.
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
+    ``where`` is the job registry's database: a URL (``sqlite:///...``, ``postgresql://...``) or a SQLite
+    file path. An embedded SQLite file is migrated on the spot, as the registry does.
+    """
 
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        try:
-            yield db
-        finally:
-            db.close()
+    def __init__(self, where: str | Path) -> None:
+        self.db = database(where)
+        if self.db.is_sqlite:
+            migrate(self.db)
 
     def create(self, owner: str, params: dict[str, str], duration: float, ttl: float) -> UwsJob:
         now = time.time()
         job = UwsJob(uuid.uuid4().hex[:16], owner, params, now, duration, now + ttl)
-        with self._connect() as db:
-            db.execute("INSERT INTO tap_jobs (id, owner, params, created, duration, destruction) VALUES (?,?,?,?,?,?)",
-                       (job.id, owner, json.dumps(params), now, duration, job.destruction))
+        with self.db.connect(write=True) as conn:
+            conn.execute(TJ.insert().values(id=job.id, owner=owner, params=json.dumps(params), created=now,
+                                            duration=duration, destruction=job.destruction))
         return job
 
     def get(self, owner: str | None, job_id: str) -> UwsJob:
         """A job of this owner; NotFound for unknown, deleted and other owners' jobs alike."""
-        with self._connect() as db:
-            row = db.execute("SELECT * FROM tap_jobs WHERE id=? AND deleted=0", (job_id,)).fetchone()
-        if row is None or owner is None or row["owner"] != owner:
+        with self.db.connect() as conn:
+            row = conn.execute(sa.select(TJ).where(TJ.c.id == job_id, TJ.c.deleted == 0)).first()
+        if row is None or owner is None or row.owner != owner:
             raise NotFound(f"no TAP job {job_id!r} among your jobs; GET .../tap/async lists them")
-        return UwsJob(row["id"], row["owner"], json.loads(row["params"]), row["created"], row["duration"],
-                      row["destruction"], row["job"], bool(row["aborted"]), row["error"])
+        return UwsJob(row.id, row.owner, json.loads(row.params), row.created, row.duration, row.destruction,
+                      row.job, bool(row.aborted), row.error)  # fmt: skip
 
     def list(self, owner: str | None) -> list[UwsJob]:
         if owner is None:
             return []
-        with self._connect() as db:
-            ids = [r[0] for r in db.execute(
-                "SELECT id FROM tap_jobs WHERE owner=? AND deleted=0 ORDER BY created DESC", (owner,))]
+        query = sa.select(TJ.c.id).where(TJ.c.owner == owner, TJ.c.deleted == 0).order_by(TJ.c.created.desc())
+        with self.db.connect() as conn:
+            ids = list(conn.execute(query).scalars())
         return [self.get(owner, i) for i in ids]
 
     def update(self, job_id: str, **values: Any) -> None:
         if "params" in values:
             values["params"] = json.dumps(values["params"])
-        sets = ", ".join(f"{k}=?" for k in values)
-        with self._connect() as db:
-            db.execute(f"UPDATE tap_jobs SET {sets} WHERE id=?", (*values.values(), job_id))
+        with self.db.connect(write=True) as conn:
+            conn.execute(TJ.update().where(TJ.c.id == job_id).values(**values))
 
     def claim_run(self, job_id: str) -> bool:
-        """Mark a PENDING job as being started (only one PHASE=RUN wins)."""
-        with self._connect() as db:
-            cur = db.execute("UPDATE tap_jobs SET job='starting' WHERE id=? AND job IS NULL AND aborted=0 "
-                             "AND error IS NULL", (job_id,))
-        return cur.rowcount == 1
+        """Mark a PENDING job as being started (only one PHASE=RUN wins, on whichever host)."""
+        pending = (TJ.c.id == job_id, TJ.c.job.is_(None), TJ.c.aborted == 0, TJ.c.error.is_(None))
+        with self.db.connect(write=True) as conn:
+            return conn.execute(TJ.update().where(*pending).values(job="starting")).rowcount == 1
 
 
 def resolve(job: UwsJob, record: Any) -> UwsJob:

@@ -148,3 +148,21 @@ links = sa.Table(
     sa.Index("links_owner", "owner_id"),
     sa.Index("links_job", "job_id"),
 )
+
+# -- Revision 0004: asynchronous TAP jobs before PHASE=RUN hands them to the engine -------------------------
+
+tap_jobs = sa.Table(
+    "tap_jobs",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),  # tokens.id
+    sa.Column("params", sa.Text, nullable=False),  # JSON of the UWS parameters
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("duration", sa.Double, nullable=False),  # EXECUTIONDURATION, seconds
+    sa.Column("destruction", sa.Double, nullable=False),  # epoch seconds
+    sa.Column("job", sa.Text),  # NULL: PENDING; "starting": a PHASE=RUN claimed it; else the engine job id
+    sa.Column("aborted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("deleted", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("error", sa.Text),
+    sa.Index("tap_jobs_owner", "owner", "created"),
+)

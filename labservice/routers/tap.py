@@ -142,7 +142,7 @@ async def tap_table(table: str, request: Request, sims: SimulationsDep, settings
 
 # -- async (UWS 1.1) -------------------------------------------------------------------------------
 def _store(engine: Any) -> uws.UwsStore:
-    return uws.UwsStore(engine.registry.path.with_name("tap_jobs.sqlite"))
+    return uws.UwsStore(engine.registry.db.url)  # the platform database, shared by every host
 
 
 def _owner(caller: Any) -> str:

@@ -24,9 +24,12 @@ def served_demo(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     missing = [d for d in DEMOS if not (demo_data / d).exists()]
     assert not missing, f"demo datasets {missing} missing under {demo_data}; run `make demo` (make test does)"
     (port,) = free_ports(1)
-    env = {
+    work = tmp_path_factory.mktemp("demo-tokens")
+    env = {  # nothing of the server's own goes into the shared demo data folder
         **os.environ,
-        "LABSERVICE_TOKEN_DB": str(tmp_path_factory.mktemp("demo-tokens") / "t.sqlite"),
+        "LABSERVICE_TOKEN_DB": str(work / "t.sqlite"),
+        "LABSERVICE_JOB_DB": str(work / "t.sqlite"),
+        "LABSERVICE_USER_STORE_URL": str(work / "mydb"),
         "LABSERVICE_JOBS_ENABLED": "false",
     }
     proc = subprocess.Popen(

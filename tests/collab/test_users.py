@@ -152,7 +152,7 @@ def test_migration_makes_each_old_token_a_user(tmp_path: Path) -> None:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "0002")
     done = upgrade(path)
-    assert done["migrated"] and done["revision"] == "0003"
+    assert done["migrated"] and done["revision"] == "0004"
     store = TokenStore(path)
     users = {r.id: r.user for r in store.list()}
     assert users == {"aaa111": "alice_smith", "bbb222": "alice_smith_bbb222", "ccc333": "mydb_ccc333"}

@@ -86,8 +86,15 @@ def test_committed_notebook_reads_well(name: str) -> None:
 @pytest.fixture(scope="module")
 def server_env(demo_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """`labservice serve` on the demo data, jobs on, plus a token that may run jobs."""
+    before = _listing(demo_data)
     with runner.private_server(demo_data, tmp_path_factory.mktemp("examples-server")) as env:
         yield env
+    assert _listing(demo_data) == before, "the server wrote into the shared demo data folder"
+
+
+def _listing(folder: Path) -> dict[str, int]:
+    """Every file and folder at the top of `folder`, with its modification time (ns)."""
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
 
 
 def test_kernel_is_the_venv_python(tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ from labservice.tokens import TokenStore
 def make_settings(served: dict[str, str] | Path, workdir: Path, **options: Any) -> Settings:
     """Settings serving ``served`` (``{id: url}`` or a data folder), with the token file in ``workdir``."""
     where = {"datasets": served} if isinstance(served, dict) else {"data_dir": served}
-    # Tokens and jobs in one SQLite file of the test's own, never in the shared demo data folder.
+    # Tokens, jobs and MyDB tables in files of the test's own, never in the shared demo data folder.
     options.setdefault("job_db", workdir / "tokens.sqlite")
+    options.setdefault("user_store_url", str(workdir / "mydb"))
     return Settings(**where, token_db=workdir / "tokens.sqlite", **options)
 
 
