@@ -15,11 +15,9 @@ import argparse
 import os
 import socket
 import threading
-import time
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
+from common import best_of as best
 
 BLOCK = 1 << 20
 
@@ -27,15 +25,6 @@ BLOCK = 1 << 20
 def load() -> str:
     """The 1, 5 and 15 minute load averages, as printed next to every figure."""
     return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def best(fn: Callable[[], Any], repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def socket_bandwidth(nbytes: int = 512 << 20, repeat: int = 3) -> float:
