@@ -273,7 +273,8 @@ def main() -> None:
         work = Path(tmp)
         tokens = make_tokens(work / "tokens.sqlite", args.clients)
         env = {"LABSERVICE_TOKEN_DB": str(work / "tokens.sqlite"), "LABSERVICE_SCRATCH_URL": str(work / "scratch"),
-               "LABSERVICE_CACHE_BYTES": str(256 * MIB)}  # fmt: skip
+               "LABSERVICE_JOB_DB": str(work / "tokens.sqlite"), "LABSERVICE_USER_STORE_URL": str(work / "mydb"),
+               "LABSERVICE_CACHE_BYTES": str(256 * MIB)}  # fmt: skip (nothing of the server's in the data folder)
         before = None
         if args.slice_ab:  # "before": the same load on a server drawing slice.png with matplotlib
             old = {**env, "LABSERVICE_QUICKLOOK_RENDERER": "matplotlib"}

@@ -41,6 +41,7 @@ def start(urls: dict[str, str], folder: Path, on: bool) -> ServeProcess:
     env = {
         "LABSERVICE_DATASETS": json.dumps(urls),
         "LABSERVICE_TOKEN_DB": str(folder / "tokens.sqlite"),
+        "LABSERVICE_JOB_DB": str(folder / "tokens.sqlite"),  # nothing in the working directory
         "LABSERVICE_JOBS_ENABLED": "false",
         "LABSERVICE_METRICS": switch,
         "LABSERVICE_ACCESS_LOG": switch,

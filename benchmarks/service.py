@@ -47,6 +47,7 @@ def start_server(urls: dict[str, str], folder: Path, workers: int = 1, redis_url
     env = {
         "LABSERVICE_DATASETS": json.dumps(urls),
         "LABSERVICE_TOKEN_DB": str(folder / "tokens.sqlite"),
+        "LABSERVICE_JOB_DB": str(folder / "tokens.sqlite"),  # nothing in the working directory
         "LABSERVICE_MAX_BODY_BYTES": str(1 << 30),
         "LABSERVICE_SYNC_CUTOUT_BYTES": str(1 << 30),
         "LABSERVICE_CACHE_BYTES": str(2 << 30),

@@ -112,6 +112,7 @@ def main() -> None:
         env = {
             "LABSERVICE_DATASETS": json.dumps({"bench": str(path)}),
             "LABSERVICE_TOKEN_DB": str(args.data / "tokens.sqlite"),
+            "LABSERVICE_JOB_DB": str(args.data / "tokens.sqlite"),
             "LABSERVICE_CACHE_BYTES": str(1 << 30),
         }
         server = ServeProcess(None, env, args.data / "serve.log").__enter__()
