@@ -18,14 +18,14 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from labservice.datasets import export
 from labservice.datasets.branch import branch_nodes, branch_upper_bytes, node_cutout
 from labservice.datasets.simulation import MAX_LIMIT
 from labservice.encoding import JSON, MSGPACK, encode, openapi_body, pack
 from labservice.errors import InvalidInput, LimitExceeded, unknown
-from labservice.routers.deps import CallerDep, LimitsDep, SimulationDep, body_of
+from labservice.routers.deps import CallerDep, LimitsDep, SimulationDep, body_of, table_saved
 from labservice.routers.params import BranchCutoutQuery, HaloCutoutQuery
 
 router = APIRouter(tags=["cosmology"])
@@ -411,7 +411,7 @@ async def run_sql(
         mydb, user = mydb_caller(request, caller)
         result = await run_in_threadpool(quick_sql, lambda: s.sql(body.sql, truncate), s.id, body)
         info = await run_in_threadpool(mydb.save, user.user_id, body.into, result.frame)
-        return JSONResponse(info, status_code=201, headers={"Location": f"/api/v1/mydb/tables/{info['name']}"})
+        return table_saved(request, info)
     result = await run_in_threadpool(quick_sql, lambda: s.sql(body.sql, truncate), s.id, body)
     info = {"simulation": s.id, "truncated": result.truncated, "max_rows": s.sql_max_rows}
     return await _table(request, format, result.frame, info)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -77,6 +78,17 @@ class DatasetRegistry:
         if dataset_id in self.failed:
             raise StorageUnavailable(f"dataset {dataset_id!r} could not be opened: {self.failed[dataset_id]}")
         raise unknown("dataset", dataset_id, self._datasets)
+
+
+def api_root(request: Request) -> str:
+    """The path the service is mounted under (``labservice serve --root-path``), "" at the top: every
+    link and Location the API writes starts with it."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
+def table_saved(request: Request, info: dict[str, Any]) -> JSONResponse:
+    """201 with a table just saved in the caller's MyDB, and where it lives."""
+    return JSONResponse(info, status_code=201, headers={"Location": f"{api_root(request)}/api/v1/mydb/tables/{info['name']}"})
 
 
 # The dependencies that only read the request state are coroutines: FastAPI runs a plain ``def``

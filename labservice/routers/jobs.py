@@ -22,20 +22,23 @@ from labservice.http_ranges import parse_byte_range
 from labservice.interpolation.engine import as_points
 from labservice.jobs import KINDS, JobRecord, request_schema
 from labservice.requests import POINTS_SCHEMA
-from labservice.routers.deps import CallerDep, EngineDep, SettingsDep, UserDep, body_of
+from labservice.routers.deps import CallerDep, EngineDep, SettingsDep, UserDep, api_root, body_of
 from labservice.sharing import Access, owned_job, readable_job
 
 router = APIRouter(tags=["jobs"])
 PREFIX = "/api/v1/jobs"
 
 
-def _view(rec: JobRecord, shared: list[str] | None = None, owner: str | None = None) -> dict[str, Any]:
+def _view(
+    rec: JobRecord, root: str, shared: list[str] | None = None, owner: str | None = None
+) -> dict[str, Any]:
+    """The job as the API shows it; its links start with ``root``, the path the service is mounted under."""
     body = rec.public()
     if shared:  # someone else's job, shared with the caller read-only through these groups
         body["shared"], body["shared_through"], body["owner"] = True, shared, owner
     body["links"] = {
-        "self": f"{PREFIX}/{rec.id}",
-        "files": {f["name"]: f"{PREFIX}/{rec.id}/files/{f['name']}" for f in body["files"]},
+        "self": f"{root}{PREFIX}/{rec.id}",
+        "files": {f["name"]: f"{root}{PREFIX}/{rec.id}/files/{f['name']}" for f in body["files"]},
     }
     return body
 
@@ -108,7 +111,7 @@ async def submit_job(
     if points is not None:
         points = as_points(points, strict=True)
     rec = await run_in_threadpool(engine.submit, caller.token_id, body, points, caller.limits)
-    location = f"{PREFIX}/{rec.id}"
+    location = f"{api_root(request)}{PREFIX}/{rec.id}"
     content = {"id": rec.id, "status": rec.status, "links": {"self": location, "files": f"{location}/files"}}
     return JSONResponse(content, status_code=202, headers={"Location": location})
 
@@ -117,17 +120,17 @@ def _access(request: Request) -> Access | None:
     return getattr(request.state, "access", None)
 
 
-def _list(access: Access | None, engine: Any, caller: Any, shared: bool) -> list[dict[str, Any]]:
+def _list(access: Access | None, engine: Any, caller: Any, shared: bool, root: str) -> list[dict[str, Any]]:
     if access is None or caller.user_id is None:
-        return [_view(r) for r in engine.list(caller.token_id)]
+        return [_view(r, root) for r in engine.list(caller.token_id)]
     own = [r for t in sorted(access.token_ids(caller.user_id)) for r in engine.list(t)]
-    views = [_view(r) for r in own]
+    views = [_view(r, root) for r in own]
     if shared:
         mine = {r.id for r in own}
         others = {j: g for j, g in access.shared_jobs(caller.user_id).items() if j not in mine}
         recs = [r for r in (engine.registry.get(j) for j in others) if r is not None]
         names = access.owner_names({r.owner for r in recs})
-        views += [_view(r, sorted(others[r.id]), names.get(r.owner)) for r in recs]
+        views += [_view(r, root, sorted(others[r.id]), names.get(r.owner)) for r in recs]
     views.sort(key=lambda v: v["created"] or "", reverse=True)
     return views
 
@@ -140,7 +143,7 @@ async def list_jobs(
     shared: Annotated[bool, Query(description="Also list jobs shared with your groups (marked shared).")] = False,
 ) -> dict[str, Any]:
     """The caller's jobs, newest first; with ``shared=true`` also those shared with them."""
-    return {"jobs": await run_in_threadpool(_list, _access(request), engine, caller, shared)}
+    return {"jobs": await run_in_threadpool(_list, _access(request), engine, caller, shared, api_root(request))}
 
 
 @router.get("/jobs/{job_id}", operation_id="get_job")
@@ -151,7 +154,7 @@ async def get_job(request: Request, job_id: str, engine: Engine, caller: Who) ->
     def read() -> dict[str, Any]:
         rec, groups = readable_job(access, engine.registry, caller, job_id)
         owner = access.owner_names({rec.owner}).get(rec.owner) if groups and access else None
-        body = _view(rec, groups, owner)
+        body = _view(rec, api_root(request), groups, owner)
         if not groups and access is not None:
             body["shared_with"] = access.job_groups(job_id)
         return body
@@ -167,7 +170,7 @@ async def cancel_job(request: Request, job_id: str, engine: Engine, caller: Who)
         rec = owned_job(_access(request), engine.registry, caller, job_id)
         return engine.cancel(rec.owner, job_id)
 
-    return _view(await run_in_threadpool(cancel))
+    return _view(await run_in_threadpool(cancel), api_root(request))
 
 
 @router.put("/jobs/{job_id}/shares/{group}", operation_id="share_job")
@@ -217,8 +220,8 @@ async def link_job(
         owned_job(access, engine.registry, caller, job_id)
         limits = UserStore(access.db.url).by_id(caller.user_id).limits  # type: ignore[union-attr,arg-type]
         link, secret = access.create_link(caller.user_id, job_id, body.expires_in_hours, limits.max_links)  # type: ignore[union-attr]
-        base = f"/api/v1/links/{link['id']}/{secret}"
-        return {**link, "url": str(request.base_url).rstrip("/") + base, "path": base}
+        tail = f"/api/v1/links/{link['id']}/{secret}"  # base_url already ends with the root path
+        return {**link, "url": str(request.base_url).rstrip("/") + tail, "path": api_root(request) + tail}
 
     return await run_in_threadpool(make)
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from labservice.errors import NotFound
-from labservice.routers.deps import AccessDep, EngineDep, UserDep
+from labservice.routers.deps import AccessDep, EngineDep, UserDep, api_root
 from labservice.routers.jobs import stream_file
 
 router = APIRouter(tags=["links"])
@@ -47,7 +47,7 @@ async def open_link(
 ) -> dict[str, Any]:
     """The linked job's status and files, with their download URLs (no token needed)."""
     rec = await run_in_threadpool(_job, access, engine, link_id, secret)
-    base = f"/api/v1/links/{link_id}/{secret}/files"
+    base = f"{api_root(request)}/api/v1/links/{link_id}/{secret}/files"
     files = [f for f in rec.files if not f.get("hidden")] if rec.status == "done" else []
     return {
         "job": rec.id, "kind": rec.kind, "status": rec.status,

@@ -28,10 +28,9 @@ from labservice.routers.cosmology import (
     choose_format,
     quick_sql,
 )
-from labservice.routers.deps import CallerDep, SettingsDep, body_of
+from labservice.routers.deps import CallerDep, SettingsDep, body_of, table_saved
 
 router = APIRouter(tags=["mydb"])
-PREFIX = "/api/v1/mydb/tables"
 NEEDS_TOKEN = (
     "MyDB needs a token with the mydb scope: send 'Authorization: Bearer lab_...' with a token from "
     "`labservice token create --user NAME --scopes read,jobs,mydb,share` (ask the operator for one)"
@@ -60,11 +59,6 @@ Shared = Annotated[
         description="true: only tables shared with you; false: only yours; unset: both (shared ones marked)."
     ),
 ]
-
-
-def saved(info: dict[str, Any]) -> JSONResponse:
-    """201 with the saved table, and where it lives."""
-    return JSONResponse(info, status_code=201, headers={"Location": f"{PREFIX}/{info['name']}"})
 
 
 @router.get("/mydb/tables", operation_id="list_mydb_tables")
@@ -149,7 +143,7 @@ async def put_table(
     ctype = request.headers.get("content-type", "")
     fmt = format or ("csv" if "csv" in ctype else "parquet" if "parquet" in ctype else None)
     data = bytes(await read_body(request, settings.max_body_bytes))
-    return saved(await run_in_threadpool(mydb.upload, user.user_id, ref, data, fmt))
+    return table_saved(request, await run_in_threadpool(mydb.upload, user.user_id, ref, data, fmt))
 
 
 @router.delete("/mydb/tables/{ref}", operation_id="delete_mydb_table")
@@ -209,6 +203,6 @@ async def run_mydb_sql(
         quick_sql, lambda: mydb.sql(user.user_id, body.sql, truncate), None, body
     )
     if body.into is not None:
-        return saved(await run_in_threadpool(mydb.save, user.user_id, body.into, result.frame))
+        return table_saved(request, await run_in_threadpool(mydb.save, user.user_id, body.into, result.frame))
     info = {"truncated": result.truncated, "max_rows": mydb.max_rows}
     return await _table(request, format, result.frame, info)

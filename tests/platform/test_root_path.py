@@ -64,3 +64,45 @@ def test_forwarded_for_from_the_proxy_names_the_client(proxy: NginxProxy) -> Non
     # untrusted hop is the client's address.
     assert codes("192.0.2.1") == [200] * RATE + [429]
     assert codes("192.0.2.2") == [200] * RATE + [429]  # another client, its own bucket
+
+
+@pytest.fixture(scope="module")
+def jobs_proxy(sample_urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NginxProxy, str]]:
+    """One `labservice serve --root-path /lab` with the embedded job engine, behind nginx; and a job token."""
+    from labservice.limits import Limits
+    from labservice.tokens import TokenStore
+
+    folder = tmp_path_factory.mktemp("rootpath-jobs")
+    _, token = TokenStore(folder / "tokens.sqlite").create("rooted", Limits(jobs_allowed=True, max_running_jobs=2, scratch_bytes=64 << 20, max_job_bytes=32 << 20))
+    env = {
+        "LABSERVICE_DATASETS": json.dumps(sample_urls),
+        "LABSERVICE_TOKEN_DB": str(folder / "tokens.sqlite"),
+        "LABSERVICE_JOB_DB": str(folder / "tokens.sqlite"),
+        "LABSERVICE_SCRATCH_URL": str(folder / "scratch"),
+        "LABSERVICE_JOBS_ENABLED": "true",
+    }
+    with ServeProcess(None, env, folder / "serve.log", args=["--root-path", "/lab"]) as server:
+        server.wait_ready(120, jobs=True)
+        with NginxProxy(folder, "/lab", server.port) as nginx:
+            yield nginx, token
+
+
+def test_job_location_and_links_follow_the_root_path(jobs_proxy: tuple[NginxProxy, str]) -> None:
+    import time
+
+    nginx, token = jobs_proxy
+    with httpx.Client(base_url=nginx.url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as lab:
+        job = {"kind": "points", "dataset": "periodic16", "variable": "pressure", "time": 0.1,
+               "points": [[0.1, 0.2, 0.3], [1.0, 2.0, 3.0]]}  # fmt: skip
+        r = lab.post("/lab/api/v1/jobs", json=job)
+        assert r.status_code == 202, r.text
+        location = r.headers["location"]
+        assert location == f"/lab/api/v1/jobs/{r.json()['id']}" and r.json()["links"]["self"] == location
+        deadline = time.monotonic() + 60
+        while (body := lab.get(location).json())["status"] in ("queued", "running") and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert body["status"] == "done", body
+        assert body["links"]["self"] == location and body["links"]["files"]
+        for link in body["links"]["files"].values():
+            assert link.startswith(location + "/files/") and lab.get(link).status_code == 200, link
+        assert all(j["links"]["self"].startswith("/lab/") for j in lab.get("/lab/api/v1/jobs").json()["jobs"])
