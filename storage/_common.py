@@ -12,6 +12,16 @@ import numpy as np
 from labservice.errors import CorruptData, InvalidInput, LabError, NotFound, StorageUnavailable, unknown
 from labservice.storage.metadata import DatasetMeta
 
+# A shard index entry (offset, nbytes) of an inner chunk never written (zarr's sharding codec).
+EMPTY_CHUNK = np.uint64(2**64 - 1)
+
+
+def crc_ok(data: bytes | memoryview) -> bool:
+    """Whether ``data`` ends in the crc32c of the rest (a shard index or an inner chunk, as zarr writes them)."""
+    import crc32c
+
+    return len(data) >= 4 and crc32c.crc32c(data[:-4]) == int.from_bytes(data[-4:], "little")
+
 META_KEY = "labservice"
 
 

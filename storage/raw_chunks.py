@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from math import prod
 from typing import Any
 
-import crc32c
 import numpy as np
 
-EMPTY = np.iinfo(np.uint64).max  # offset and nbytes of an inner chunk never written
+from labservice.storage._common import EMPTY_CHUNK, crc_ok
+
 CRC = 4
 
 
@@ -58,10 +58,6 @@ def shard_layout(doc: dict[str, Any]) -> ShardLayout | None:
     return ShardLayout(tuple(s // c for s, c in zip(shard, conf["chunk_shape"], strict=True)))
 
 
-def _crc_ok(body: memoryview | bytes) -> bool:
-    return len(body) >= CRC and crc32c.crc32c(body[:-CRC]) == int.from_bytes(body[-CRC:], "little")
-
-
 @dataclass(frozen=True)
 class ShardIndex:
     """A verified shard index as the written inner chunks sorted by offset: their byte spans and their
@@ -79,10 +75,10 @@ class ShardIndex:
 
 def parse_index(layout: ShardLayout, raw: bytes | memoryview) -> ShardIndex | None:
     """The shard index, or None when it fails its checksum or its chunks overlap."""
-    if len(raw) != layout.index_nbytes or not _crc_ok(raw):
+    if len(raw) != layout.index_nbytes or not crc_ok(raw):
         return None
     table = np.frombuffer(raw, dtype="<u8", count=layout.nchunks * 2).reshape(layout.nchunks, 2)
-    written = np.flatnonzero(table[:, 0] != EMPTY)
+    written = np.flatnonzero(table[:, 0] != EMPTY_CHUNK)
     order = written[np.argsort(table[written, 0], kind="stable")]
     starts = table[order, 0].tolist()
     ends = (table[order, 0] + table[order, 1]).tolist()
@@ -122,5 +118,5 @@ def verify_span(
         if b > data_end:
             raise DamagedShard(index.entries[i])  # a chunk that runs into the index: the index lies
         chunk = body[a - start : b - start] if a >= start and b <= stop else read(a, b)
-        if not _crc_ok(chunk):
+        if not crc_ok(chunk):
             raise DamagedShard(index.entries[i])

@@ -31,8 +31,8 @@ import numba
 import numpy as np
 
 from labservice.errors import InvalidInput
+from labservice.storage._common import EMPTY_CHUNK
 
-MAX_U64 = np.uint64(2**64 - 1)
 _IOV_MAX = 1000  # buffers per writev call (Linux allows 1024)
 BATCH_BYTES = 4 << 20  # chunks gathered, checksummed and written at a time: about the size of a cache
 
@@ -160,7 +160,7 @@ def shard_pieces(
     batch = max(1, BATCH_BYTES // (words * dtype.itemsize))
     buffer = _thread_buffer((min(batch, order.shape[0]), words), dtype)
     nan = buffer.dtype.type(np.nan)
-    index = np.full((*per, 2), MAX_U64, dtype="<u8")
+    index = np.full((*per, 2), EMPTY_CHUNK, dtype="<u8")
     offset = 0
     for b0 in range(0, order.shape[0], batch):
         part = order[b0 : b0 + batch]

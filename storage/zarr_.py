@@ -23,7 +23,6 @@ import uuid
 from collections import OrderedDict
 from typing import Any, ClassVar
 
-import crc32c
 import numpy as np
 import zarr
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
@@ -39,7 +38,6 @@ from labservice.storage.byte_ranges import coalesce
 from labservice.storage.metadata import DatasetMeta
 from labservice.storage.obstore_reads import obstore_reads
 
-MAX_U64 = np.uint64(2**64 - 1)
 _INDEX_CACHE_ENTRIES = 4096
 
 __all__ = ["ZarrStore"]
@@ -250,7 +248,7 @@ class ZarrStore(FieldStore):
                 found[shard] = None
                 continue
             nbytes[0] += len(raw)
-            if len(raw) != size or crc32c.crc32c(raw[:-4]) != int.from_bytes(raw[-4:], "little"):
+            if len(raw) != size or not common.crc_ok(raw):
                 first = tuple(s * p for s, p in zip(shard, per, strict=True))
                 raise common.corrupt(self.meta, self.url, variable, t, first, f"the index of shard {shard} is damaged")
             idx = np.frombuffer(raw[:-4], dtype="<u8").reshape(*per, 2)
@@ -327,7 +325,7 @@ class ZarrStore(FieldStore):
         for i, (c, shard) in enumerate(zip(coords, shard_of, strict=True)):
             idx = indexes[shard]
             entry = None if idx is None else idx[c[0] % per[0], c[1] % per[1], c[2] % per[2]]
-            if entry is None or entry[0] == MAX_U64:
+            if entry is None or entry[0] == common.EMPTY_CHUNK:
                 spans.append(None)
                 continue
             off = int(entry[0])
@@ -359,9 +357,9 @@ class ZarrStore(FieldStore):
             chunk = None if raw is None else memoryview(raw)[span[0] - base : span[1] - base]
             if chunk is None or len(chunk) != span[1] - span[0] or len(chunk) < 4:
                 raise common.corrupt(self.meta, self.url, variable, t, c, "the chunk bytes are missing")
-            body = chunk[:-4]
-            if crc32c.crc32c(body) != int.from_bytes(chunk[-4:], "little"):
+            if not common.crc_ok(chunk):
                 raise common.corrupt(self.meta, self.url, variable, t, c, "crc32c mismatch")
+            body = chunk[:-4]
             if compressed:
                 from numcodecs import Zstd
 

@@ -23,6 +23,7 @@ from labservice.cutout.formats.zarr import create_group, group_source
 from labservice.cutout.layout import BlockSource, CutoutLayout
 from labservice.errors import CorruptData, NotFound
 from labservice.jobs.scratch import FileEntry, Scratch
+from labservice.storage._common import EMPTY_CHUNK, crc_ok
 
 JobFormat = Literal[tuple(job_formats())]  # type: ignore[valid-type]  # the registry's job formats
 STEM = "cutout"
@@ -97,9 +98,6 @@ def assemble(scratch: Scratch, job: str, zarr_path: str, fmt: str, spec: dict[st
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-EMPTY = np.uint64(2**64 - 1)
-
-
 def encode_shard(
     block: np.ndarray | Callable[[tuple[int, int, int]], np.ndarray],
     corner: tuple[int, int, int],
@@ -135,7 +133,7 @@ def encode_shard(
     from zarr.core.indexing import morton_order_iter
 
     per = tuple(s // c for s, c in zip(shard, chunk, strict=True))
-    index = np.full((*per, 2), EMPTY, dtype="<u8")
+    index = np.full((*per, 2), EMPTY_CHUNK, dtype="<u8")
     offset = 0
     for _, iz, iy, ix, _ in morton_order_iter((1, *per, 1)):
         lo = (iz * chunk[0], iy * chunk[1], ix * chunk[2])
@@ -198,8 +196,6 @@ def shard_source(scratch: Scratch, job: str, zarr_path: str, layout: CutoutLayou
     """
     import json
 
-    import crc32c
-
     from labservice.cutout.layout import Block
 
     geometry = []
@@ -227,17 +223,17 @@ def shard_source(scratch: Scratch, job: str, zarr_path: str, layout: CutoutLayou
             return out
         per = tuple(a // b for a, b in zip(sp, ch, strict=True))
         nindex = int(np.prod(per)) * 16
-        body = memoryview(raw)[len(raw) - nindex - 4 : len(raw) - 4]
-        if len(raw) < nindex + 4 or crc32c.crc32c(body) != int.from_bytes(raw[-4:], "little"):
+        tail = memoryview(raw)[len(raw) - nindex - 4 :]
+        if len(raw) < nindex + 4 or not crc_ok(tail):
             raise CorruptData(f"the index of the job's working shard {key} is damaged")
-        index = np.frombuffer(body, dtype="<u8").reshape(*per, 2)
+        index = np.frombuffer(tail[:-4], dtype="<u8").reshape(*per, 2)
         for iz, iy, ix in np.ndindex(*per):
             off, size = (int(v) for v in index[iz, iy, ix])
             a = [iz * ch[0], iy * ch[1], ix * ch[2]]
             if any(a[k] >= ext[k] for k in range(3)):
                 continue
             b = [min(ch[k], ext[k] - a[k]) for k in range(3)]
-            if off == int(EMPTY):
+            if off == int(EMPTY_CHUNK):
                 out[a[0] : a[0] + b[0], a[1] : a[1] + b[1], a[2] : a[2] + b[2]] = np.nan
                 continue
             if size != int(np.prod(ch)) * nc * 4 or off + size > len(raw) - nindex - 4:
